@@ -1,0 +1,67 @@
+"""Run-time settings shared by the notebooks: quick mode, device choice and data folders.
+
+Nothing here runs at import time; every function reads the environment when it is called.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+#: Environment variable that forces quick mode on (``1``) or off (``0``).
+QUICK_ENV = "RECONET_QUICK"
+#: Environment variable that moves the data folder (downloads, generated data, outputs).
+DATA_ENV = "RECONET_DATA"
+
+
+def quick_mode() -> bool:
+    """Whether notebooks and scripts should use small sizes and few iterations.
+
+    ``RECONET_QUICK=1`` forces quick mode, ``RECONET_QUICK=0`` forces full mode; otherwise quick
+    mode is chosen automatically when no CUDA GPU is available.
+    """
+    value = os.environ.get(QUICK_ENV, "").strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    if value:
+        raise ValueError(f"{QUICK_ENV}={value!r} is not understood; use 1 (quick) or 0 (full), or unset it")
+    return not torch.cuda.is_available()
+
+
+def default_device() -> torch.device:
+    """``cuda`` when a GPU is available, otherwise ``cpu``. Callers pass the result on explicitly."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def project_root() -> Path:
+    """The repository root (the folder that holds ``reconet_lib``)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path:
+    """Folder for downloads, generated data and outputs: ``$RECONET_DATA`` or ``<repo>/data``."""
+    env = os.environ.get(DATA_ENV)
+    return Path(env).expanduser().resolve() if env else project_root() / "data"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a notebook's setup cell needs to know, in one object."""
+
+    quick: bool
+    device: torch.device
+
+    @property
+    def summary(self) -> str:
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
+        mode = "quick mode (small sizes, few iterations)" if self.quick else "full mode"
+        return f"device: {self.device} ({name}); {mode}; torch {torch.__version__}"
+
+
+def run_settings() -> RunSettings:
+    """The quick-mode flag and the device, read now from the environment and the hardware."""
+    return RunSettings(quick=quick_mode(), device=default_device())
