@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# reconet's two entry points. Both create (or refresh) the local virtual environment .venv with plain pip.
+#   bash run.sh tutorial   executes notebooks 00-07 headless, top to bottom (CPU quick mode without a GPU);
+#                          executed copies go to data/executed/, generated files to data/
+#   bash run.sh test       library tests plus nbval over every notebook
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+CELL_TIMEOUT=${RECONET_CELL_TIMEOUT:-600}
+
+ensure_venv() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "== creating $VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    local stamp="$VENV/.reconet-installed"
+    local want
+    want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        echo "== installing reconet_lib and its dependencies into $VENV (plain pip)"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+        echo "$want" > "$stamp"
+    fi
+}
+
+run_tutorial() {
+    local out=data/executed
+    mkdir -p "$out"
+    for nb in notebooks/[0-9][0-9]_*.ipynb; do
+        echo "== executing $nb"
+        local start=$SECONDS
+        "$VENV/bin/jupyter" nbconvert --to notebook --execute --log-level=WARN \
+            --ExecutePreprocessor.timeout="$CELL_TIMEOUT" --output-dir "$out" "$nb"
+        echo "   done in $((SECONDS - start)) s"
+    done
+    echo
+    echo "Executed notebooks: $out/"
+    echo "Generated data, checkpoints and videos: data/ (synthetic/, checkpoints/, videos/, ...)"
+}
+
+run_tests() {
+    # One pytest run: the library tests, then every notebook executed and checked by nbval.
+    "$VENV/bin/python" -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout="$CELL_TIMEOUT" \
+        tests notebooks
+}
+
+case "${1:-}" in
+    tutorial) ensure_venv; run_tutorial ;;
+    test) ensure_venv; run_tests ;;
+    *) echo "usage: bash run.sh tutorial | test" >&2; exit 64 ;;
+esac
