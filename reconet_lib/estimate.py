@@ -1,0 +1,256 @@
+"""Optical-flow estimation for videos that come without ground-truth flow.
+
+Two estimators, both returning flows in the library's convention (``docs/conventions.md``):
+``(B, 2, H, W)`` float32 in pixels, channel 0 = u (+x right), channel 1 = v (+y down), and
+``estimate_flow(a, b)`` is the flow **a -> b** on frame a's grid (``warp(b, flow)`` lines up with a).
+
+- ``"dis"``: OpenCV's Dense Inverse Search (Kroeger et al. 2016), classical and offline. It runs on
+  the CPU on grey ``uint8`` frames (BT.709 luminance), one batch item at a time.
+- ``"raft"`` / ``"raft_small"`` / ``"raft_large"``: torchvision's RAFT (Teed and Deng 2020). It needs
+  pretrained weights; ``"raft"`` means ``"raft_large"``. Weights are looked up in the file named by
+  ``$RECONET_RAFT_WEIGHTS``, then in the torch hub cache; a download happens only when asked for.
+
+Used by the metrics (flow of the *input* video) and by the data loader for users' own videos.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import UserInputError
+from .warp import consistency_mask, luminance
+
+#: Environment variable naming a RAFT state-dict file (``.pth``) to use offline.
+RAFT_WEIGHTS_ENV = "RECONET_RAFT_WEIGHTS"
+
+#: OpenCV DIS presets by name. ``"medium"`` (the default) is the accurate one of the three.
+DIS_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
+
+METHODS = ("dis", "raft", "raft_small", "raft_large")
+
+# RAFT works at 1/8 resolution with a 4-level correlation pyramid: sides must be multiples of 8
+# and at least 128 pixels.
+_RAFT_MULTIPLE = 8
+_RAFT_MIN_SIDE = 128
+
+
+def _check_frames(frame_a: torch.Tensor, frame_b: torch.Tensor) -> None:
+    for name, frame in (("frame_a", frame_a), ("frame_b", frame_b)):
+        if not isinstance(frame, torch.Tensor) or frame.dim() != 4 or frame.shape[1] != 3:
+            shape = tuple(frame.shape) if isinstance(frame, torch.Tensor) else type(frame).__name__
+            raise UserInputError(f"{name} must be a (B, 3, H, W) RGB tensor in [0, 1]; got {shape}")
+    if frame_a.shape != frame_b.shape:
+        raise UserInputError(f"frames differ in shape: {tuple(frame_a.shape)} and {tuple(frame_b.shape)}")
+
+
+def estimate_flow(
+    frame_a: torch.Tensor,
+    frame_b: torch.Tensor,
+    *,
+    method: str = "dis",
+    device: torch.device | str | None = None,
+    dis_preset: str = "medium",
+    raft_updates: int = 12,
+    allow_download: bool = False,
+) -> torch.Tensor:
+    """Estimate the optical flow from frame a to frame b.
+
+    Args:
+        frame_a: ``(B, 3, H, W)`` RGB frames in [0, 1].
+        frame_b: ``(B, 3, H, W)`` the frames that follow (or precede) them.
+        method: ``"dis"`` (OpenCV, offline), ``"raft_small"``, ``"raft_large"`` or ``"raft"`` (= large).
+        device: where RAFT runs and where the result goes (default: ``frame_a.device``).
+        dis_preset: OpenCV DIS preset, ``"ultrafast"``, ``"fast"`` or ``"medium"``.
+        raft_updates: RAFT's number of recurrent refinement steps (12 as in torchvision's examples).
+        allow_download: let RAFT download its weights when no local file is found (needs a network).
+    Returns:
+        ``(B, 2, H, W)`` float32 flow a -> b in pixels on frame a's grid.
+    """
+    _check_frames(frame_a, frame_b)
+    device = torch.device(device) if device is not None else frame_a.device
+    if method == "dis":
+        return dis_flow(frame_a, frame_b, preset=dis_preset).to(device)
+    if method in ("raft", "raft_small", "raft_large"):
+        size = "small" if method == "raft_small" else "large"
+        model = load_raft(size, device=device, allow_download=allow_download)
+        return raft_flow(model, frame_a.to(device), frame_b.to(device), updates=raft_updates)
+    raise UserInputError(f"unknown flow method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def estimate_flows_and_valid(
+    frame_a: torch.Tensor,
+    frame_b: torch.Tensor,
+    *,
+    method: str = "dis",
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flows in both directions and the valid mask of frame a from the forward-backward check.
+
+    Args:
+        frame_a, frame_b: ``(B, 3, H, W)`` RGB frames in [0, 1].
+        method, kwargs: as :func:`estimate_flow`.
+    Returns:
+        ``(flow_ab, flow_ba, valid_a)``: ``(B, 2, H, W)`` flow a -> b (frame a's grid), ``(B, 2, H, W)``
+        flow b -> a (frame b's grid), ``(B, 1, H, W)`` float32 valid mask of frame a (1 = pixel seen in
+        b with consistent flow; :func:`reconet_lib.warp.consistency_mask`).
+    """
+    flow_ab = estimate_flow(frame_a, frame_b, method=method, **kwargs)
+    flow_ba = estimate_flow(frame_b, frame_a, method=method, **kwargs)
+    return flow_ab, flow_ba, consistency_mask(flow_ab, flow_ba)
+
+
+# ----------------------------------------------------------------------------------------------- DIS
+
+
+def to_grey_uint8(frames: torch.Tensor) -> np.ndarray:
+    """``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, H, W)`` uint8 BT.709 luminance, rounded."""
+    grey = luminance(frames.detach().float().cpu().clamp(0, 1))[:, 0]
+    return (grey * 255.0).round().to(torch.uint8).numpy()
+
+
+def dis_flow(frame_a: torch.Tensor, frame_b: torch.Tensor, *, preset: str = "medium") -> torch.Tensor:
+    """OpenCV DIS optical flow a -> b, computed on the CPU per batch item.
+
+    ``cv2.DISOpticalFlow.calc(prev, next)`` returns ``flow`` with ``prev[y, x] ~ next[y + v, x + u]``,
+    which is exactly our ``flow_a_to_b`` (no sign change, no transposition).
+
+    Args:
+        frame_a, frame_b: ``(B, 3, H, W)`` RGB in [0, 1] (any device).
+        preset: ``"ultrafast"``, ``"fast"`` or ``"medium"`` (OpenCV's ``DISOPTICAL_FLOW_PRESET_*``).
+    Returns:
+        ``(B, 2, H, W)`` float32 flow on the CPU, in pixels.
+    """
+    import cv2
+
+    _check_frames(frame_a, frame_b)
+    if preset not in DIS_PRESETS:
+        raise UserInputError(f"unknown DIS preset {preset!r}; choose one of {', '.join(DIS_PRESETS)}")
+    grey_a, grey_b = to_grey_uint8(frame_a), to_grey_uint8(frame_b)
+    dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+    flows = [dis.calc(a, b, None) for a, b in zip(grey_a, grey_b)]  # each (H, W, 2) float32
+    return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------- RAFT
+
+
+def _raft_weights_enum(size: str):
+    from torchvision.models.optical_flow import Raft_Large_Weights, Raft_Small_Weights
+
+    return Raft_Small_Weights if size == "small" else Raft_Large_Weights
+
+
+def raft_weight_candidates(size: str = "large") -> list[Path]:
+    """Where RAFT weights are looked for, in order: ``$RECONET_RAFT_WEIGHTS``, then the torch hub cache.
+
+    The hub-cache paths are those torchvision itself downloads to
+    (``<torch.hub.get_dir()>/checkpoints/<file name of the weights' URL>``), default weights first.
+    """
+    enum = _raft_weights_enum(size)
+    candidates = []
+    env = os.environ.get(RAFT_WEIGHTS_ENV)
+    if env:
+        candidates.append(Path(env).expanduser())
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    ordered = [enum.DEFAULT] + [w for w in enum if w is not enum.DEFAULT]
+    candidates += [hub / Path(w.url).name for w in ordered]
+    return candidates
+
+
+def _missing_weights_message(size: str) -> str:
+    enum = _raft_weights_enum(size)
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    return (
+        f"no RAFT ({size}) weights found and downloading is off. Download {enum.DEFAULT.url} on a machine "
+        f"with internet and either set {RAFT_WEIGHTS_ENV}=/path/to/{Path(enum.DEFAULT.url).name} or copy it "
+        f"into {hub}/; or pass allow_download=True where the network is reachable; or use method='dis', "
+        "which needs no weights"
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _load_raft_cached(size: str, path: str | None, device: str, allow_download: bool) -> torch.nn.Module:
+    from torchvision.models.optical_flow import raft_large, raft_small
+
+    build = raft_small if size == "small" else raft_large
+    if path is None:
+        if not allow_download:
+            raise UserInputError(_missing_weights_message(size))
+        model = build(weights=_raft_weights_enum(size).DEFAULT, progress=False)
+    else:
+        model = build(weights=None)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # unreadable or not a tensor dict
+            raise UserInputError(f"cannot read RAFT weights from {path}: {exc}") from exc
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError) as exc:
+            other = "raft_large" if size == "small" else "raft_small"
+            raise UserInputError(
+                f"{path} is not a torchvision raft_{size} state dict ({str(exc).splitlines()[0]}); "
+                f"if it holds {other} weights use method={other!r}"
+            ) from exc
+    return model.eval().to(device)
+
+
+def load_raft(
+    size: str = "large",
+    *,
+    device: torch.device | str = "cpu",
+    allow_download: bool = False,
+) -> torch.nn.Module:
+    """torchvision RAFT (``"small"`` or ``"large"``) with pretrained weights, in eval mode.
+
+    Looks for the weights in :func:`raft_weight_candidates` order; without a file, downloads through
+    torchvision's weights API only when ``allow_download`` is set, else raises :class:`UserInputError`
+    explaining how to provide the file. Loaded models are cached per (size, file, device).
+    """
+    if size not in ("small", "large"):
+        raise UserInputError(f"RAFT size must be 'small' or 'large'; got {size!r}")
+    env = os.environ.get(RAFT_WEIGHTS_ENV)
+    if env and not Path(env).expanduser().is_file():
+        raise UserInputError(f"{RAFT_WEIGHTS_ENV}={env} is not a file; point it at a RAFT .pth state dict")
+    path = next((p for p in raft_weight_candidates(size) if p.is_file()), None)
+    return _load_raft_cached(size, str(path) if path else None, str(torch.device(device)), allow_download)
+
+
+def raft_flow(
+    model: torch.nn.Module,
+    frame_a: torch.Tensor,
+    frame_b: torch.Tensor,
+    *,
+    updates: int = 12,
+) -> torch.Tensor:
+    """Run a torchvision RAFT model on frames of any size.
+
+    The frames are mapped from [0, 1] to [-1, 1] (RAFT's input convention, as torchvision's
+    ``OpticalFlow`` transform does; *not* the ImageNet normalisation), padded by edge replication on
+    the right and bottom to multiples of 8 (and at least 128 pixels), and the flow is cropped back.
+    Padding on the far sides leaves pixel coordinates, hence flow vectors, unchanged.
+
+    Args:
+        model: a RAFT model in eval mode (see :func:`load_raft`).
+        frame_a, frame_b: ``(B, 3, H, W)`` RGB in [0, 1] on the model's device.
+    Returns:
+        ``(B, 2, H, W)`` float32 flow a -> b in pixels.
+    """
+    _check_frames(frame_a, frame_b)
+    h, w = frame_a.shape[-2:]
+    pad_h = max(-(-h // _RAFT_MULTIPLE) * _RAFT_MULTIPLE, _RAFT_MIN_SIDE) - h
+    pad_w = max(-(-w // _RAFT_MULTIPLE) * _RAFT_MULTIPLE, _RAFT_MIN_SIDE) - w
+
+    def prepare(frame: torch.Tensor) -> torch.Tensor:
+        x = frame.float().clamp(0, 1) * 2.0 - 1.0
+        return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+
+    with torch.no_grad():
+        predictions = model(prepare(frame_a), prepare(frame_b), num_flow_updates=updates)
+    return predictions[-1][..., :h, :w].float().contiguous()

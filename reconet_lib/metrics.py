@@ -1,0 +1,586 @@
+"""Temporal error metrics of stylised videos: ``e_stab`` and ``E_warp``, and the ``evaluate`` command.
+
+Both metrics ask the same question: once the motion of the scene is undone with optical flow, how much
+do consecutive frames still differ? Images are in [0, 1]; errors are mean squared differences per valid
+pixel and colour channel (the mask counts once per channel, as in Lai et al.'s released evaluation code).
+
+- ``e_stab`` (Huang et al. 2017, Chen et al. 2017, ReCoNet), reported **without** a square root unless
+  ``sqrt=True``: for each pair, ``O_t`` against ``W(O_{t-1}) = warp(O_{t-1}, flow_t_to_tm1)`` over the
+  pixels of frame t that are valid (seen in frame t-1); averaged over pairs.
+- ``E_warp`` (Lai et al. 2018): for each pair, ``O_{t-1}`` against ``warp(O_t, flow_{t-1 to t})`` over
+  the valid pixels of frame t-1; averaged over the pairs of a video, then over videos.
+
+The flows must describe the *scene*, so they come from ground truth (a Sintel-layout folder or the
+synthetic generator) or are estimated on the **input** frames, never on the stylised output (a flow fitted
+to the output would explain its flicker away). A number alone says little: a model that blurs
+everything looks stable. :func:`evaluate_versions` therefore reports the input video's own error beside
+each output's, and their ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import UserInputError
+from .warp import consistency_mask, downsample_valid, inside_mask, warp
+
+#: How many frame pairs are warped at once (bounds memory on long, large videos).
+PAIRS_PER_CHUNK = 8
+
+
+# ------------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class TemporalError:
+    """A temporal error of one video.
+
+    Attributes:
+        per_pair: ``(T-1,)`` float64 on the CPU; entry ``t-1`` belongs to the frame pair ``(t-1, t)``.
+            NaN for a pair without a single valid pixel.
+        mean: mean over the pairs that have valid pixels (for ``sqrt=True``: the root of the mean
+            squared error, i.e. RMS over pairs, not the mean of the per-pair roots).
+        name: ``"e_stab"`` or ``"E_warp"``.
+        sqrt: whether the square root was taken.
+        valid_fraction: ``(T-1,)`` share of valid pixels per pair.
+        time_reversed: computed on the time-reversed video because only the other flow direction was
+            available (exact: the constraint is symmetric in time, see ``docs/conventions.md``).
+    """
+
+    per_pair: torch.Tensor
+    mean: float
+    name: str
+    sqrt: bool = False
+    valid_fraction: torch.Tensor | None = None
+    time_reversed: bool = False
+
+    def __str__(self) -> str:
+        root = ", square root" if self.sqrt else ""
+        rev = ", time-reversed pairs" if self.time_reversed else ""
+        return f"{self.name} = {self.mean:.6f} (mean over {self.per_pair.numel()} pairs{root}{rev})"
+
+
+def average_over_videos(errors: Sequence[TemporalError]) -> float:
+    """Average one metric over videos (each video's mean counts once, as Lai et al. report ``E_warp``)."""
+    if not errors:
+        raise UserInputError("average_over_videos needs at least one TemporalError")
+    names = {e.name for e in errors}
+    if len(names) > 1:
+        raise UserInputError(f"cannot average different metrics together: {sorted(names)}")
+    return float(np.mean([e.mean for e in errors]))
+
+
+# ---------------------------------------------------------------------------------- shape checking
+
+
+def _check_sequence(frames: torch.Tensor, flows: torch.Tensor, valids: torch.Tensor, what: str):
+    if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or frames.shape[1] != 3:
+        shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
+        raise UserInputError(f"{what}: frames must be a (T, 3, H, W) float tensor in [0, 1]; got {shape}")
+    if not frames.is_floating_point():
+        raise UserInputError(f"{what}: frames must be float in [0, 1]; got {frames.dtype} (use load_frames)")
+    t, _, h, w = frames.shape
+    if t < 2:
+        raise UserInputError(f"{what}: a temporal error needs at least 2 frames; got {t}")
+    if not isinstance(flows, torch.Tensor) or tuple(flows.shape) != (t - 1, 2, h, w):
+        shape = tuple(flows.shape) if isinstance(flows, torch.Tensor) else type(flows).__name__
+        raise UserInputError(f"{what}: flows must have shape (T-1, 2, H, W) = {(t - 1, 2, h, w)}; got {shape}")
+    if not isinstance(valids, torch.Tensor):
+        raise UserInputError(f"{what}: valids must be a tensor (T-1, 1, H, W); got {type(valids).__name__}")
+    if valids.dim() == 3:
+        valids = valids[:, None]
+    if tuple(valids.shape) != (t - 1, 1, h, w):
+        raise UserInputError(f"{what}: valids must have shape (T-1, 1, H, W) = {(t - 1, 1, h, w)}; got {tuple(valids.shape)}")
+    return frames, flows, valids.float()
+
+
+# ----------------------------------------------------------------------------------- the core step
+
+
+def warped_previous(outputs: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+    """``W(O_{t-1}) = warp(O_{t-1}, flow_t_to_tm1)`` for every t >= 1.
+
+    Args:
+        outputs: ``(T, 3, H, W)`` frames in [0, 1].
+        flows: ``(T-1, 2, H, W)``; ``flows[t-1]`` = flow t -> t-1 on frame t's grid, pixels.
+    Returns:
+        ``(T-1, 3, H, W)``: entry ``t-1`` is frame t-1 brought onto frame t's grid.
+    """
+    chunks = []
+    for s in range(0, outputs.shape[0] - 1, PAIRS_PER_CHUNK):
+        e = min(s + PAIRS_PER_CHUNK, outputs.shape[0] - 1)
+        chunks.append(warp(outputs[s:e].float(), flows[s:e].to(outputs.device)))
+    return torch.cat(chunks)
+
+
+def error_maps(outputs: torch.Tensor, flows: torch.Tensor, valids: torch.Tensor) -> torch.Tensor:
+    """Per-pixel temporal error of ``e_stab``: ``valid_t * mean_c (O_t - W(O_{t-1}))_c^2``.
+
+    Args:
+        outputs: ``(T, 3, H, W)`` frames in [0, 1].
+        flows: ``(T-1, 2, H, W)``; ``flows[t-1]`` = flow t -> t-1 (frame t's grid).
+        valids: ``(T-1, 1, H, W)``; ``valids[t-1]`` = valid mask of frame t (1 = seen in t-1).
+    Returns:
+        ``(T-1, 1, H, W)`` float32, 0 where invalid. ``e_stab`` of pair t is
+        ``error_maps[t-1].sum() / valids[t-1].sum()``.
+    """
+    outputs, flows, valids = _check_sequence(outputs, flows, valids, "error_maps")
+    maps = []
+    for s in range(0, outputs.shape[0] - 1, PAIRS_PER_CHUNK):
+        e = min(s + PAIRS_PER_CHUNK, outputs.shape[0] - 1)
+        current = outputs[s + 1 : e + 1].float()
+        previous = warp(outputs[s:e].float(), flows[s:e].to(outputs.device))
+        squared = (current - previous).pow(2).mean(dim=1, keepdim=True)
+        valid = valids[s:e].to(outputs.device)
+        # where() rather than a product: an unknown (NaN) sample never leaks into the sum.
+        maps.append(torch.where(valid > 0, valid * squared, torch.zeros_like(squared)))
+    return torch.cat(maps)
+
+
+def _pair_means(maps: torch.Tensor, valids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pair ``sum(map) / sum(valid)`` (NaN without valid pixels) and the valid fraction."""
+    total = maps.double().sum(dim=(1, 2, 3)).cpu()
+    count = valids.double().sum(dim=(1, 2, 3)).cpu()
+    per_pair = torch.where(count > 0, total / count.clamp_min(1e-12), torch.full_like(total, math.nan))
+    return per_pair, (count / valids[0].numel()).float()
+
+
+def _summarise(per_pair: torch.Tensor, name: str, sqrt: bool, fraction: torch.Tensor, reversed_: bool) -> TemporalError:
+    finite = per_pair[torch.isfinite(per_pair)]
+    mean = float(finite.mean()) if finite.numel() else math.nan
+    if sqrt:
+        per_pair, mean = per_pair.sqrt(), math.sqrt(mean) if mean == mean else mean
+    return TemporalError(per_pair, mean, name, sqrt, fraction, reversed_)
+
+
+def stability_error(
+    outputs: torch.Tensor,
+    flows: torch.Tensor,
+    valids: torch.Tensor,
+    *,
+    sqrt: bool = False,
+) -> TemporalError:
+    """``e_stab``: how much ``O_t`` differs from the previous output warped into frame t.
+
+    Per pair t: ``sum(valid_t * (O_t - warp(O_{t-1}, flow_t_to_tm1))^2) / sum(valid_t)`` over pixels
+    and channels (the mask counted per channel), then the mean over pairs.
+
+    Args:
+        outputs: ``(T, 3, H, W)`` frames ``O_0 .. O_{T-1}`` in [0, 1].
+        flows: ``(T-1, 2, H, W)``; ``flows[t-1]`` = flow t -> t-1 on frame t's grid, pixels.
+        valids: ``(T-1, 1, H, W)``; ``valids[t-1]`` = valid mask of frame t (1 = seen in frame t-1).
+        sqrt: take the square root (per pair, and of the mean over pairs).
+    Returns:
+        :class:`TemporalError` named ``"e_stab"``.
+    """
+    outputs, flows, valids = _check_sequence(outputs, flows, valids, "stability_error")
+    per_pair, fraction = _pair_means(error_maps(outputs, flows, valids), valids)
+    return _summarise(per_pair, "e_stab", sqrt, fraction, False)
+
+
+def warping_error(outputs: torch.Tensor, flows_fw: torch.Tensor, valids_fw: torch.Tensor) -> TemporalError:
+    """``E_warp`` (Lai et al. 2018): ``O_{t-1}`` against ``O_t`` warped back into frame t-1.
+
+    Per pair: ``sum(valid_{t-1} * |O_{t-1} - warp(O_t, flow_{t-1 to t})|^2) / sum(valid_{t-1})`` over
+    pixels and channels, then the mean over pairs. (It is ``e_stab`` of the time-reversed video.)
+
+    Args:
+        outputs: ``(T, 3, H, W)`` frames in [0, 1].
+        flows_fw: ``(T-1, 2, H, W)``; ``flows_fw[t-1]`` = flow t-1 -> t on frame t-1's grid, pixels.
+        valids_fw: ``(T-1, 1, H, W)``; ``valids_fw[t-1]`` = valid mask of frame t-1 (1 = seen in frame t).
+    Returns:
+        :class:`TemporalError` named ``"E_warp"``; ``per_pair[t-1]`` belongs to the pair ``(t-1, t)``.
+    """
+    outputs, flows_fw, valids_fw = _check_sequence(outputs, flows_fw, valids_fw, "warping_error")
+    maps = error_maps(outputs.flip(0), flows_fw.flip(0), valids_fw.flip(0)).flip(0)
+    per_pair, fraction = _pair_means(maps, valids_fw)
+    return _summarise(per_pair, "E_warp", False, fraction, False)
+
+
+# ------------------------------------------------------------------------------ flows of a video
+
+
+def _resize_valid(valid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize a ``(N, 1, H, W)`` valid mask conservatively (any invalid pixel under a cell wins)."""
+    h, w = valid.shape[-2:]
+    if (h, w) == tuple(size):
+        return valid
+    big = (max(h, size[0]), max(w, size[1]))
+    if big != (h, w):
+        invalid = F.interpolate((valid < 1).float(), size=big, mode="bilinear", align_corners=False)
+        valid = (invalid <= 0).float()
+    return downsample_valid(valid, size)
+
+
+@dataclass(frozen=True)
+class TemporalFlows:
+    """The flows and valid masks the metrics need for a video of T frames (either direction may be missing).
+
+    Attributes:
+        backward: ``(T-1, 2, H, W)``; ``backward[t-1]`` = flow t -> t-1 on frame t's grid (for ``e_stab``).
+        valid_backward: ``(T-1, 1, H, W)``; valid mask of frame t (1 = seen in frame t-1).
+        forward: ``(T-1, 2, H, W)``; ``forward[t-1]`` = flow t-1 -> t on frame t-1's grid (for ``E_warp``).
+        valid_forward: ``(T-1, 1, H, W)``; valid mask of frame t-1 (1 = seen in frame t).
+        source: where they came from, e.g. ``"ground truth (synthetic)"`` or ``"estimated (dis) on the input"``.
+    """
+
+    backward: torch.Tensor | None
+    valid_backward: torch.Tensor | None
+    forward: torch.Tensor | None
+    valid_forward: torch.Tensor | None
+    source: str = "given"
+
+    def __post_init__(self):
+        if (self.backward is None) != (self.valid_backward is None) or (self.forward is None) != (self.valid_forward is None):
+            raise UserInputError("TemporalFlows: give each flow direction together with its valid mask")
+        if self.backward is None and self.forward is None:
+            raise UserInputError("TemporalFlows needs at least one flow direction (backward or forward)")
+
+    @property
+    def num_frames(self) -> int:
+        """T, the number of frames these flows belong to."""
+        flows = self.backward if self.backward is not None else self.forward
+        return flows.shape[0] + 1
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(H, W)`` of the flow fields."""
+        flows = self.backward if self.backward is not None else self.forward
+        return tuple(flows.shape[-2:])
+
+    def resized(self, size: tuple[int, int]) -> "TemporalFlows":
+        """The same flows for frames resized to ``(h, w)``: vectors rescaled, masks shrunk conservatively."""
+        from .flow import resize_flow
+
+        size = (int(size[0]), int(size[1]))
+        if size == self.size:
+            return self
+        changes = {}
+        for flow_key, valid_key in (("backward", "valid_backward"), ("forward", "valid_forward")):
+            flow = getattr(self, flow_key)
+            if flow is not None:
+                resized = resize_flow(flow, size)
+                valid = _resize_valid(getattr(self, valid_key), size) * inside_mask(torch.nan_to_num(resized, nan=1e9))
+                changes[flow_key], changes[valid_key] = resized, valid
+        return replace(self, **changes)
+
+    @classmethod
+    def from_sintel(cls, root, scene: str) -> "TemporalFlows":
+        """Ground truth of one scene in the Sintel training layout.
+
+        ``flow/<scene>/frame_%04d.flo`` (k -> k+1) with ``occlusions/<scene>`` (white = pixel of frame k
+        not seen in k+1) give the forward pairs, used for ``e_stab`` time-reversed when nothing else
+        exists (current = k, previous = k+1, flow = flow k -> k+1, valid = 1 - occ_k). The generator's
+        ``flow_backward`` / ``occlusions_backward`` (k -> k-1, stored under k >= 2) give the backward
+        pairs when present. Sintel's ``invalid/<scene>`` masks and unknown flow values also count invalid.
+        """
+        root = Path(root)
+        scene_flow = root / "flow" / scene
+        if not scene_flow.is_dir():
+            raise UserInputError(
+                f"no ground-truth flow folder {scene_flow}; expected the Sintel training layout "
+                "<root>/flow/<scene>/frame_%04d.flo (give --flow gt:<root>/<scene>)"
+            )
+        forward, valid_fw = _read_sintel_direction(root, scene, "flow", "occlusions", first=1)
+        backward = valid_bw = None
+        if (root / "flow_backward" / scene).is_dir():
+            backward, valid_bw = _read_sintel_direction(root, scene, "flow_backward", "occlusions_backward", first=2)
+            if backward.shape != forward.shape:
+                raise UserInputError(
+                    f"{root / 'flow_backward' / scene} holds {backward.shape[0]} flows but "
+                    f"{scene_flow} holds {forward.shape[0]}; the layout is incomplete"
+                )
+        return cls(backward, valid_bw, forward, valid_fw, source=f"ground truth, scene {scene!r} of {root}")
+
+    @classmethod
+    def from_synthetic(cls, sequence) -> "TemporalFlows":
+        """Exact ground truth of a :func:`reconet_lib.synthetic.make_sequence` sequence (both directions)."""
+
+        def flows(array) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(0, 3, 1, 2).contiguous()
+
+        def valid(occluded, flow) -> torch.Tensor:
+            visible = torch.from_numpy(~np.asarray(occluded, dtype=bool))[:, None].float()
+            return visible * inside_mask(torch.nan_to_num(flow, nan=1e9))
+
+        backward, forward = flows(sequence.flow_backward), flows(sequence.flow_forward)
+        return cls(
+            backward, valid(sequence.occlusion_backward, backward),
+            forward, valid(sequence.occlusion_forward, forward),
+            source="ground truth (synthetic generator)",
+        )
+
+    @classmethod
+    def estimate(cls, frames: torch.Tensor, *, method: str = "dis", **kwargs) -> "TemporalFlows":
+        """Estimate both directions on the **input** frames with :func:`reconet_lib.estimate.estimate_flows_and_valid`.
+
+        Args:
+            frames: ``(T, 3, H, W)`` input frames in [0, 1] (never the stylised output).
+            method, kwargs: passed to :func:`reconet_lib.estimate.estimate_flow`.
+        """
+        from .estimate import estimate_flows_and_valid
+
+        if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or frames.shape[0] < 2:
+            raise UserInputError("TemporalFlows.estimate needs input frames (T >= 2, 3, H, W)")
+        previous, current = frames[:-1], frames[1:]
+        # flow t -> t-1 on frame t, its reverse, and the valid mask of frame t.
+        backward, forward, valid_bw = estimate_flows_and_valid(current, previous, method=method, **kwargs)
+        valid_fw = consistency_mask(forward, backward)  # frame t-1: seen in t, consistent
+        return cls(backward, valid_bw, forward, valid_fw, source=f"estimated ({method}) on the input frames")
+
+
+def _read_mask_png(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    image = np.asarray(iio.imread(path))
+    return image.max(axis=-1) > 0 if image.ndim == 3 else image > 0
+
+
+def _read_sintel_direction(root: Path, scene: str, flow_dir: str, occ_dir: str, first: int):
+    from .flow import read_flo
+
+    flow_files = sorted((root / flow_dir / scene).glob("frame_*.flo"))
+    if not flow_files:
+        raise UserInputError(f"{root / flow_dir / scene} holds no frame_*.flo files")
+    numbers = [int(p.stem.split("_")[-1]) for p in flow_files]
+    if numbers != list(range(first, first + len(numbers))):
+        raise UserInputError(f"{root / flow_dir / scene}: expected frame_{first:04d}.flo onwards without gaps")
+    flows, valids = [], []
+    for path in flow_files:
+        flow = read_flo(path)  # (H, W, 2); unknown pixels are NaN
+        valid = np.isfinite(flow).all(axis=-1)
+        for mask_dir in (occ_dir, "invalid") if flow_dir == "flow" else (occ_dir,):
+            mask_path = root / mask_dir / scene / path.with_suffix(".png").name
+            if mask_path.is_file():
+                valid &= ~_read_mask_png(mask_path)
+            elif mask_dir == occ_dir:
+                raise UserInputError(f"missing occlusion mask {mask_path} (white = occluded) for {path}")
+        flows.append(flow)
+        valids.append(valid)
+    flow_t = torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).contiguous()
+    valid_t = torch.from_numpy(np.stack(valids))[:, None].float() * inside_mask(torch.nan_to_num(flow_t, nan=1e9))
+    return flow_t, valid_t
+
+
+# --------------------------------------------------------------------------------- both metrics
+
+
+def temporal_errors(frames: torch.Tensor, flows: TemporalFlows) -> dict[str, TemporalError]:
+    """``e_stab`` and ``E_warp`` of one video, from whichever flow directions ``flows`` holds.
+
+    With a single direction the other metric is computed on the time-reversed video (marked
+    ``time_reversed``); the two then use the same pairs and agree.
+
+    Args:
+        frames: ``(T, 3, H, W)`` in [0, 1], on the grid of the flows.
+    Returns:
+        ``{"e_stab": TemporalError, "E_warp": TemporalError}``.
+    """
+    if not isinstance(frames, torch.Tensor) or frames.dim() != 4:
+        raise UserInputError("temporal_errors needs frames (T, 3, H, W) in [0, 1]")
+    if frames.shape[0] != flows.num_frames or tuple(frames.shape[-2:]) != flows.size:
+        raise UserInputError(
+            f"the video has {frames.shape[0]} frames of {tuple(frames.shape[-2:])} but the flows are for "
+            f"{flows.num_frames} frames of {flows.size}; use the same clip (or TemporalFlows.resized)"
+        )
+    if flows.backward is not None:
+        stab = stability_error(frames, flows.backward, flows.valid_backward)
+    else:
+        rev = stability_error(frames.flip(0), flows.forward.flip(0), flows.valid_forward.flip(0))
+        stab = replace(rev, per_pair=rev.per_pair.flip(0), valid_fraction=rev.valid_fraction.flip(0), time_reversed=True)
+    if flows.forward is not None:
+        warp_err = warping_error(frames, flows.forward, flows.valid_forward)
+    else:
+        rev = warping_error(frames.flip(0), flows.backward.flip(0), flows.valid_backward.flip(0))
+        warp_err = replace(rev, per_pair=rev.per_pair.flip(0), valid_fraction=rev.valid_fraction.flip(0), time_reversed=True)
+    return {"e_stab": stab, "E_warp": warp_err}
+
+
+# ------------------------------------------------------------------------------------ frame input
+
+
+def load_frames(source, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """Frames of a clip as a ``(T, 3, H, W)`` float32 tensor in [0, 1] (on the CPU unless given a tensor).
+
+    Args:
+        source: a ``(T, 3, H, W)`` float tensor in [0, 1]; or anything :func:`reconet_lib.video.read_frames`
+            reads: a video file, a frame folder (natural sort), ``(H, W, 3)`` uint8 arrays, a
+            ``(T, H, W, 3)`` uint8 array (or tensor).
+        size: ``None`` (keep), the longer side, or ``(H, W)``, as :func:`reconet_lib.video.read_frames`.
+    """
+    from .video import read_frames, target_size
+
+    if isinstance(source, torch.Tensor) and source.is_floating_point():
+        frames = source.detach().float()
+        if frames.dim() != 4 or frames.shape[1] != 3:
+            raise UserInputError(f"float frames must be (T, 3, H, W) in [0, 1]; got {tuple(frames.shape)}")
+        if size is not None:
+            h, w = frames.shape[-2:]
+            new = target_size((h, w), size)
+            if new != (h, w):
+                shrink = new[0] * new[1] < h * w
+                mode = {"mode": "area"} if shrink else {"mode": "bilinear", "align_corners": False}
+                frames = F.interpolate(frames, size=new, **mode).clamp(0, 1)
+        return frames.contiguous()
+    if isinstance(source, torch.Tensor):
+        source = source.detach().cpu().numpy()
+    arrays = list(read_frames(source, size=size))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(255.0).contiguous()
+
+
+# ------------------------------------------------------------------------------- comparing versions
+
+
+@dataclass
+class EvaluationTable:
+    """``e_stab`` and ``E_warp`` of an input clip and of stylised versions of it, on the same flows.
+
+    Attributes:
+        names: column names, ``"input"`` first, then the versions in the order given.
+        errors: ``errors[name][metric]`` -> :class:`TemporalError` (metrics ``"e_stab"``, ``"E_warp"``).
+        flow_source: where the flows came from.
+    """
+
+    names: list[str]
+    errors: dict[str, dict[str, TemporalError]]
+    flow_source: str
+    metrics: tuple[str, ...] = field(default=("e_stab", "E_warp"))
+
+    def value(self, metric: str, name: str) -> float:
+        """The mean of ``metric`` for column ``name``."""
+        return self.errors[name][metric].mean
+
+    def ratio(self, metric: str, name: str) -> float:
+        """``metric`` of ``name`` divided by the input's own: how much flicker the stylisation adds."""
+        base = self.value(metric, "input")
+        value = self.value(metric, name)
+        return value / base if base > 0 else (math.inf if value > 0 else 1.0)
+
+    def rows(self) -> list[dict]:
+        """One dict per (metric, column): ``metric``, ``version``, ``value``, ``ratio_to_input``."""
+        return [
+            {"metric": m, "version": n, "value": self.value(m, n), "ratio_to_input": self.ratio(m, n)}
+            for m in self.metrics
+            for n in self.names
+        ]
+
+    def to_text(self, digits: int = 6) -> str:
+        """A plain-text table: one row per metric with its value per column, then its ratio to the input."""
+        width = max(12, digits + 6, *(len(n) + 2 for n in self.names))
+        lines = [f"{'metric':<20}" + "".join(f"{n:>{width}}" for n in self.names)]
+        for m in self.metrics:
+            reversed_ = any(self.errors[n][m].time_reversed for n in self.names)
+            label = m + (" (reversed)" if reversed_ else "")
+            lines.append(f"{label:<20}" + "".join(f"{self.value(m, n):>{width}.{digits}f}" for n in self.names))
+            lines.append(f"{'  ratio to input':<20}" + "".join(f"{self.ratio(m, n):>{width}.2f}" for n in self.names))
+        lines.append(f"flows: {self.flow_source}; images in [0, 1], mean squared error per valid pixel and channel, no square root")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+def evaluate_versions(
+    inputs,
+    versions: Mapping[str, object],
+    *,
+    flows: TemporalFlows | None = None,
+    method: str = "dis",
+    size: int | tuple[int, int] | None = None,
+) -> EvaluationTable:
+    """``e_stab`` and ``E_warp`` of the input clip and of each stylised version, on the same flows.
+
+    Args:
+        inputs: the input clip (anything :func:`load_frames` takes).
+        versions: ``{name: clip}``, e.g. ``{"baseline": out1, "reconet": out2}``; each clip has the
+            input's number of frames.
+        flows: ground-truth or precomputed :class:`TemporalFlows`; ``None`` estimates them with
+            ``method`` on the **input** frames.
+        method: flow estimator when ``flows`` is None (``"dis"`` or a RAFT variant).
+        size: resize every clip (and the flows) first: the longer side or ``(H, W)``; default: the input's size.
+    Returns:
+        :class:`EvaluationTable`.
+    """
+    if not versions:
+        raise UserInputError("give at least one stylised version to compare with the input")
+    if "input" in versions:
+        raise UserInputError("'input' names the input clip's column; name the versions differently")
+    frames = load_frames(inputs, size)
+    size = tuple(frames.shape[-2:])
+    if flows is None:
+        flows = TemporalFlows.estimate(frames, method=method)
+    elif flows.size != size:
+        flows = flows.resized(size)
+    clips = {"input": frames}
+    for name, clip in versions.items():
+        clips[name] = load_frames(clip, size)
+        if clips[name].shape[0] != frames.shape[0]:
+            raise UserInputError(
+                f"version {name!r} has {clips[name].shape[0]} frames but the input has {frames.shape[0]}; "
+                "compare clips made from the same frames"
+            )
+    errors = {name: temporal_errors(clip, flows) for name, clip in clips.items()}
+    return EvaluationTable(list(clips), errors, flows.source)
+
+
+# ----------------------------------------------------------------------------------------- command
+
+
+def add_evaluate_command(subparsers) -> argparse.ArgumentParser:
+    """Register ``evaluate INPUT_CLIP VERSION... [--names ...] [--flow ...] [--size HxW]``."""
+    from .video import parse_size
+
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="temporal errors (e_stab, E_warp) of stylised clips beside the input's own",
+        description=(
+            "Compare the temporal stability of stylised versions of a clip. Flows come from ground truth "
+            "(gt:<sintel_root>/<scene>) or are estimated on the INPUT clip (dis, raft). Errors are mean "
+            "squared differences per valid pixel and channel of images in [0, 1], without square root."
+        ),
+    )
+    parser.add_argument("input", metavar="INPUT_CLIP", help="the input clip: a video file or a folder of frames")
+    parser.add_argument("versions", metavar="VERSION", nargs="+", help="stylised clips of the same frames")
+    parser.add_argument("--names", nargs="+", help="column names for the versions (default: their file names)")
+    parser.add_argument(
+        "--flow", default="dis",
+        help="gt:<sintel_root>/<scene> (ground truth in the Sintel layout), dis (OpenCV, default) or raft",
+    )
+    parser.add_argument(
+        "--size", type=parse_size, default=None,
+        help="resize every clip first: longer side N, or HxW (e.g. 360x640)",
+    )
+    parser.set_defaults(func=run_evaluate)
+    return parser
+
+
+def run_evaluate(args) -> int:
+    """Body of the ``evaluate`` command: print the table, return 0."""
+    for path in [args.input, *args.versions]:
+        if not Path(path).exists():
+            raise UserInputError(f"{path} does not exist; give video files or folders of frames")
+    names = args.names or [Path(v).stem or str(v) for v in args.versions]
+    if len(names) != len(args.versions):
+        raise UserInputError(f"--names gave {len(names)} names for {len(args.versions)} versions")
+    if len(set(names)) != len(names):
+        raise UserInputError(f"version names must differ; got {names} (use --names)")
+    flows, method = None, args.flow
+    if args.flow.startswith("gt:"):
+        scene_path = Path(args.flow[3:])
+        if not scene_path.name:
+            raise UserInputError("--flow gt: needs <sintel_root>/<scene>, e.g. gt:data/sintel/training/alley_1")
+        flows = TemporalFlows.from_sintel(scene_path.parent, scene_path.name)
+    elif args.flow not in ("dis", "raft", "raft_small", "raft_large"):
+        raise UserInputError(f"--flow must be gt:<sintel_root>/<scene>, dis or raft; got {args.flow!r}")
+    table = evaluate_versions(
+        args.input, dict(zip(names, args.versions)), flows=flows, method=method, size=args.size
+    )
+    print(table.to_text())
+    return 0
