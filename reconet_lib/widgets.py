@@ -1,0 +1,285 @@
+"""``TemporalExplorer``: step through a video and see where, and how much, each stylisation flickers.
+
+For frame t of each version it shows the output ``O_t``, the previous output warped into frame t
+(``W(O_{t-1}) = warp(O_{t-1}, flow_t_to_tm1)``), the valid mask of frame t, and the per-pixel temporal
+error ``valid_t * mean_c (O_t - W(O_{t-1}))^2`` as a heat map (grey = not valid), plus a plot of the
+per-frame ``e_stab`` of every version (and of the input itself) with frame t marked.
+
+Built only from core ipywidgets (``Play`` linked to an ``IntSlider``, ``ToggleButtons``, ``Image``).
+Everything it shows is also available without a browser: :meth:`TemporalExplorer.panel_images` returns
+the panels as uint8 arrays and :meth:`TemporalExplorer.static_figure` draws them with matplotlib
+(for static exports and tests).
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from .errors import UserInputError
+from .metrics import TemporalFlows, error_maps, load_frames, stability_error, warped_previous
+
+#: Colour of pixels that are not valid in the error heat map (uint8 RGB).
+INVALID_GREY = (128, 128, 128)
+#: Matplotlib colour map of the error heat map (0 = dark).
+HEAT_CMAP = "magma"
+#: Panel names, in display order.
+PANELS = ("input", "output", "warped_previous", "valid", "error")
+_TITLES = {
+    "input": "input I_t",
+    "output": "output O_t",
+    "warped_previous": "W(O_t-1) warped into t",
+    "valid": "valid_t (white = compared)",
+    "error": "error (O_t - W(O_t-1))^2",
+}
+
+
+def to_uint8_image(image: torch.Tensor) -> np.ndarray:
+    """``(3, H, W)`` float in [0, 1] -> ``(H, W, 3)`` uint8 (rounded, clipped)."""
+    return (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def heat_map(error: np.ndarray, valid: np.ndarray, vmax: float) -> np.ndarray:
+    """Colour a per-pixel error map: ``HEAT_CMAP`` over [0, vmax], invalid pixels grey.
+
+    Args:
+        error: ``(H, W)`` float error values (>= 0).
+        valid: ``(H, W)`` bool, True = valid.
+        vmax: the error shown at the top of the colour map (larger values saturate).
+    Returns:
+        ``(H, W, 3)`` uint8 RGB.
+    """
+    from matplotlib import colormaps
+
+    scaled = np.clip(np.asarray(error, dtype=np.float64) / max(float(vmax), 1e-12), 0.0, 1.0)
+    rgb = (colormaps[HEAT_CMAP](scaled)[..., :3] * 255.0).round().astype(np.uint8)
+    rgb[~np.asarray(valid, dtype=bool)] = INVALID_GREY
+    return rgb
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="png")
+    return buffer.getvalue()
+
+
+class TemporalExplorer:
+    """Interactive comparison of the temporal stability of stylised versions of one clip.
+
+    Args:
+        frames: the input clip: ``(T, 3, H, W)`` float in [0, 1] or ``(T, H, W, 3)`` uint8 (anything
+            :func:`reconet_lib.metrics.load_frames` takes).
+        versions: ``{name: clip}`` stylised versions of the same T frames and size.
+        flows: ``(T-1, 2, H, W)`` with ``flows[t-1]`` = flow t -> t-1 on frame t's grid (pixels), or a
+            :class:`reconet_lib.metrics.TemporalFlows` holding backward flows (then ``valids`` is None).
+        valids: ``(T-1, 1, H, W)`` with ``valids[t-1]`` = valid mask of frame t (1 = seen in t-1).
+        vmax: top of the heat map's scale; default: the 99th percentile of valid errors of all versions.
+        panel_width: display width of each panel in pixels (the images keep their own resolution).
+    """
+
+    def __init__(
+        self,
+        frames,
+        versions: Mapping[str, object],
+        flows,
+        valids: torch.Tensor | None = None,
+        *,
+        vmax: float | None = None,
+        panel_width: int = 192,
+    ):
+        if isinstance(flows, TemporalFlows):
+            if flows.backward is None:
+                raise UserInputError("TemporalExplorer needs backward flows (t -> t-1); these TemporalFlows hold none")
+            flows, valids = flows.backward, flows.valid_backward
+        if valids is None:
+            raise UserInputError("give valids (T-1, 1, H, W) together with the flows")
+        if not versions:
+            raise UserInputError("give at least one version to explore, e.g. {'reconet': frames}")
+        self.inputs = load_frames(frames).cpu()
+        size = tuple(self.inputs.shape[-2:])
+        self.flows = flows.detach().float().cpu()
+        self.valids = (valids[:, None] if valids.dim() == 3 else valids).detach().float().cpu()
+        self.names = list(versions)
+        self.outputs = {}
+        for name, clip in versions.items():
+            out = load_frames(clip).cpu()
+            if out.shape != self.inputs.shape:
+                raise UserInputError(
+                    f"version {name!r} is {tuple(out.shape)} but the input is {tuple(self.inputs.shape)}; "
+                    f"give the same frames at the same size {size}"
+                )
+            self.outputs[name] = out
+        # Everything the panels show, computed once per version (shapes are checked here too).
+        self.errors = {n: stability_error(o, self.flows, self.valids) for n, o in self.outputs.items()}
+        self.input_error = stability_error(self.inputs, self.flows, self.valids)
+        self.maps = {n: error_maps(o, self.flows, self.valids)[:, 0] for n, o in self.outputs.items()}
+        self.warped = {n: warped_previous(o, self.flows) for n, o in self.outputs.items()}
+        if vmax is None:
+            valid = self.valids[:, 0] > 0
+            values = torch.cat([m[valid] for m in self.maps.values()])
+            vmax = float(torch.quantile(values.double(), 0.99)) if values.numel() else 1.0
+        self.vmax = vmax if vmax > 0 else 1.0
+        self.num_frames = self.inputs.shape[0]
+        self.frame = 1
+        self.version = self.names[0]
+        self.panel_width = panel_width
+        self._widget = None
+
+    # ------------------------------------------------------------------------------- state
+
+    def set_frame(self, t: int) -> None:
+        """Show frame ``t`` (1 .. T-1: frame 0 has no previous frame)."""
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 1 <= t < self.num_frames:
+            raise UserInputError(f"frame must be an integer in [1, {self.num_frames - 1}]; got {t!r}")
+        self.frame = int(t)
+        if self._widget is not None and self._slider.value != self.frame:
+            self._slider.value = self.frame  # the observer refreshes the panels
+        else:
+            self._refresh()
+
+    def set_version(self, name: str) -> None:
+        """Show the version called ``name``."""
+        if name not in self.outputs:
+            raise UserInputError(f"unknown version {name!r}; choose one of {self.names}")
+        self.version = name
+        if self._widget is not None and self._toggle.value != name:
+            self._toggle.value = name
+        else:
+            self._refresh()
+
+    def error_map(self, t: int | None = None, version: str | None = None) -> np.ndarray:
+        """``(H, W)`` float32 per-pixel error ``valid_t * mean_c (O_t - W(O_{t-1}))^2`` (0 where invalid)."""
+        t = self.frame if t is None else t
+        return self.maps[version or self.version][t - 1].numpy()
+
+    # ------------------------------------------------------------------------------ images
+
+    def panel_images(self, t: int | None = None, version: str | None = None) -> dict[str, np.ndarray]:
+        """The panels as ``(H, W, 3)`` uint8 arrays: ``input``, ``output``, ``warped_previous``, ``valid``, ``error``.
+
+        Defaults to the frame and version currently shown.
+        """
+        t = self.frame if t is None else t
+        name = version or self.version
+        valid = self.valids[t - 1, 0].numpy() > 0
+        return {
+            "input": to_uint8_image(self.inputs[t]),
+            "output": to_uint8_image(self.outputs[name][t]),
+            "warped_previous": to_uint8_image(self.warped[name][t - 1]),
+            "valid": np.repeat((valid * 255).astype(np.uint8)[..., None], 3, axis=2),
+            "error": heat_map(self.error_map(t, name), valid, self.vmax),
+        }
+
+    def _plot_errors(self, ax, t: int) -> None:
+        frames = np.arange(1, self.num_frames)
+        ax.plot(frames, self.input_error.per_pair.numpy(), "k--", lw=1, label="input")
+        for name in self.names:
+            ax.plot(frames, self.errors[name].per_pair.numpy(), marker=".", lw=1.2, label=name)
+        ax.axvline(t, color="tab:red", lw=1)
+        ax.set_xlabel("frame t")
+        ax.set_ylabel("e_stab of pair (t-1, t)")
+        ax.legend(fontsize=7, loc="upper right")
+        ax.grid(alpha=0.3)
+
+    def plot_image(self, t: int | None = None, dpi: int = 72) -> np.ndarray:
+        """The per-frame error plot (all versions, frame t marked) as an ``(h, w, 3)`` uint8 array."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6.5, 2.2), dpi=dpi, layout="constrained")
+        canvas = FigureCanvasAgg(fig)
+        self._plot_errors(fig.add_subplot(), self.frame if t is None else t)
+        canvas.draw()
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+    def static_figure(self, t: int | None = None, *, dpi: int = 72):
+        """A matplotlib ``Figure`` of frame t: one row of panels per version, and the error plot below.
+
+        For places where widgets cannot render (static exports, nbval). Not attached to pyplot; show it
+        with ``display(fig)`` in a notebook or save it with ``fig.savefig``.
+        """
+        from matplotlib.figure import Figure
+
+        t = self.frame if t is None else t
+        if not 1 <= t < self.num_frames:
+            raise UserInputError(f"frame must be in [1, {self.num_frames - 1}]; got {t}")
+        columns = PANELS[1:]
+        rows = len(self.names)
+        h, w = self.inputs.shape[-2:]
+        panel = 1.6
+        fig = Figure(figsize=(panel * len(columns), panel * h / w * rows + 2.0), dpi=dpi, layout="constrained")
+        grid = fig.add_gridspec(rows + 1, len(columns), height_ratios=[panel * h / w] * rows + [1.8])
+        for r, name in enumerate(self.names):
+            images = self.panel_images(t, name)
+            for c, key in enumerate(columns):
+                ax = fig.add_subplot(grid[r, c])
+                ax.imshow(images[key], interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(_TITLES[key], fontsize=7)
+                if c == 0:
+                    ax.set_ylabel(name, fontsize=8)
+        self._plot_errors(fig.add_subplot(grid[rows, :]), t)
+        fig.suptitle(f"frame t = {t}; heat map scale 0 .. {self.vmax:.3g}; grey = not valid", fontsize=8)
+        return fig
+
+    # ----------------------------------------------------------------------------- widget
+
+    @property
+    def widget(self):
+        """The ipywidgets container (built on first use): controls, panels and the error plot."""
+        if self._widget is None:
+            self._build()
+        return self._widget
+
+    def _build(self) -> None:
+        import ipywidgets as widgets
+
+        last = self.num_frames - 1
+        self._play = widgets.Play(value=self.frame, min=1, max=last, step=1, interval=400, description="play")
+        self._slider = widgets.IntSlider(value=self.frame, min=1, max=last, step=1, description="frame t")
+        widgets.jslink((self._play, "value"), (self._slider, "value"))
+        self._toggle = widgets.ToggleButtons(options=self.names, value=self.version, description="version")
+        self._images = {
+            key: widgets.Image(format="png", width=self.panel_width) for key in PANELS
+        }
+        self._plot = widgets.Image(format="png")
+        self._caption = widgets.HTML()
+        columns = [widgets.VBox([widgets.HTML(f"<b>{_TITLES[k]}</b>"), self._images[k]]) for k in PANELS]
+        self._widget = widgets.VBox([
+            widgets.HBox([self._play, self._slider]),
+            self._toggle,
+            widgets.HBox(columns),
+            self._caption,
+            self._plot,
+        ])
+        self._slider.observe(self._on_frame, names="value")
+        self._toggle.observe(self._on_version, names="value")
+        self._refresh()
+
+    def _on_frame(self, change) -> None:
+        self.frame = int(change["new"])
+        self._refresh()
+
+    def _on_version(self, change) -> None:
+        self.version = change["new"]
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self._widget is None:
+            return
+        for key, image in self.panel_images().items():
+            self._images[key].value = _png(image)
+        self._plot.value = _png(self.plot_image())
+        err = self.errors[self.version]
+        fraction = float(err.valid_fraction[self.frame - 1])
+        self._caption.value = (
+            f"frame {self.frame}: e_stab {self.version} = {float(err.per_pair[self.frame - 1]):.5f}, "
+            f"input = {float(self.input_error.per_pair[self.frame - 1]):.5f}; "
+            f"{100 * fraction:.0f}% of pixels valid; heat map 0 .. {self.vmax:.3g}"
+        )
