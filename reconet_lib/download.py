@@ -56,7 +56,7 @@ class Resource:
     """One downloadable file.
 
     Attributes:
-        name: registry key, e.g. ``"sintel"`` or ``"style-candy"``.
+        name: registry key, e.g. ``"mpi_sintel"`` or ``"style_candy"``.
         url: where the file is downloaded from.
         filename: the file's name on disk (also the name looked up in a mirror).
         size: exact size in bytes, or ``None`` where it is not known in advance (see ``note``).
@@ -119,7 +119,7 @@ def _sceneflow(subset: str, folder: str, filename: str, what: str, approx_gb: fl
         else "size unknown"
     )
     return Resource(
-        name=filename.split(".")[0].replace("__", "-").replace("_", "-"),
+        name=filename.split(".")[0].replace("__", "_"),
         url=f"{_SCENEFLOW_BASE}{subset}/{folder}/{filename}",
         filename=filename,
         size=None,
@@ -134,7 +134,7 @@ def builtin_resources() -> dict[str, Resource]:
     """The resources the project knows about, keyed by name (a fresh dict on every call)."""
     resources = [
         Resource(
-            name="sintel",
+            name="mpi_sintel",
             url="http://files.is.tue.mpg.de/sintel/MPI-Sintel-complete.zip",
             filename="MPI-Sintel-complete.zip",
             size=None,
@@ -166,7 +166,7 @@ def builtin_resources() -> dict[str, Resource]:
         _sceneflow("Monkaa", "derived_data", "monkaa__disparity.tar.bz2",
                    "disparity maps (.pfm); not needed for ReCoNet training", 13),
         _sceneflow("FlyingThings3D", "raw_data", "flyingthings3d__frames_finalpass.tar",
-                   "final-pass stereo frames (PNG, 960x540), TRAIN and TEST splits", 43),
+                   "final-pass stereo frames (PNG, 960x540), TRAIN and TEST splits", 42),
         _sceneflow("FlyingThings3D", "derived_data", "flyingthings3d__optical_flow.tar.bz2",
                    "optical flow into_future and into_past (.pfm) for both views", 311),
         _sceneflow("FlyingThings3D", "derived_data", "flyingthings3d__motion_boundaries.tar.bz2",
@@ -178,7 +178,7 @@ def builtin_resources() -> dict[str, Resource]:
         stem = filename.rsplit(".", 1)[0]
         resources.append(
             Resource(
-                name=f"style-{stem}",
+                name=f"style_{stem}",
                 url=_STYLE_BASE + filename,
                 filename=filename,
                 size=size,

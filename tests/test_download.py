@@ -272,8 +272,9 @@ def test_sha256_file_matches_hashlib(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 def test_registry_entries_have_url_filename_and_explain_unknowns():
-    assert {"sintel", "flyingchairs2", "monkaa-frames-finalpass", "monkaa-optical-flow",
-            "flyingthings3d-frames-finalpass", "flyingthings3d-optical-flow"} <= set(download.REGISTRY)
+    assert {"mpi_sintel", "flyingchairs2", "monkaa_frames_finalpass", "monkaa_optical_flow",
+            "monkaa_motion_boundaries", "flyingthings3d_frames_finalpass", "flyingthings3d_optical_flow",
+            "flyingthings3d_motion_boundaries"} <= set(download.REGISTRY)
     for name, res in download.REGISTRY.items():
         assert res.name == name
         assert res.url.startswith(("http://", "https://")) and res.filename
@@ -288,7 +289,7 @@ def test_style_entries_match_the_fixture_readme():
     rows = re.findall(r"^\| (\w+\.jpg) \| ([0-9a-f]{64}) \| [^|]+ \| (\S+) \|$", STYLES_README.read_text(), re.M)
     assert len(rows) == 5
     for filename, sha, url in rows:
-        res = download.resource("style-" + filename[:-4])
+        res = download.resource("style_" + filename[:-4])
         assert (res.filename, res.sha256, res.url) == (filename, sha, url)
         fixture = STYLES_README.parent / filename
         assert res.size == fixture.stat().st_size
@@ -296,7 +297,7 @@ def test_style_entries_match_the_fixture_readme():
 
 
 def test_unknown_resource_lists_the_known_names():
-    with pytest.raises(UserInputError, match="sintel"):
+    with pytest.raises(UserInputError, match="mpi_sintel"):
         download.resource("no-such-thing")
 
 
