@@ -1,0 +1,394 @@
+"""Tests of reconet_lib.train: the loop, exact resuming, checkpoints, the non-finite guard, DDP, CLI and config."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from reconet_lib import cli, losses, synthetic
+from reconet_lib import train as train_mod
+from reconet_lib.checkpoint import load_checkpoint
+from reconet_lib.errors import UserInputError
+from reconet_lib.train import (
+    SampleStream,
+    StepBatches,
+    TrainConfig,
+    TrainingDivergedError,
+    checkpoint_files,
+    parse_data_spec,
+    plot_losses,
+    read_log,
+    train,
+)
+
+LOSS_KEYS = ("total", *losses.LOSS_TERMS, *(f"{t}_raw" for t in losses.LOSS_TERMS))
+
+
+@pytest.fixture(scope="module")
+def pairs_root(tmp_path_factory) -> Path:
+    """A tiny synthetic dataset in the Sintel layout: 2 scenes of 4 frames at 40 x 48."""
+    root = tmp_path_factory.mktemp("synthetic") / "training"
+    config = synthetic.SyntheticConfig(height=40, width=48, frames=4, objects=2)
+    return synthetic.generate_dataset(root, scenes=2, config=config)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _data_dir(tmp_path_factory):
+    """Generated files (the procedural style image) go to a private data folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RECONET_DATA", str(tmp_path_factory.mktemp("reconet_data")))
+        yield
+
+
+def tiny_config(pairs_root: Path, output: Path, **changes) -> TrainConfig:
+    values = dict(
+        data=[{"kind": "synthetic", "path": str(pairs_root)}], model="tiny", crop=(32, 32), batch_size=2, steps=8,
+        lr=2e-3, vgg_weights=None, style="mosaic", style_size=64, output=str(output), checkpoint_every=3,
+        keep_last=2, log_every=1, num_workers=0, device="cpu", precision="fp32", seed=3,
+    )
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def losses_by_step(output: Path) -> dict[int, dict[str, float]]:
+    return {r["step"]: {k: r[k] for k in LOSS_KEYS} for r in read_log(output)}
+
+
+@pytest.fixture(scope="module")
+def reference_run(pairs_root, tmp_path_factory):
+    """An uninterrupted 8-step run (checkpoints at 3, 6 and 8)."""
+    output = tmp_path_factory.mktemp("reference")
+    result = train(tiny_config(pairs_root, output), progress=False, verbose=False)
+    return output, result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_short_cpu_run_lowers_the_total_loss(pairs_root, tmp_path):
+    result = train(tiny_config(pairs_root, tmp_path, steps=24, checkpoint_every=0), progress=False, verbose=False)
+    totals = [r["total"] for r in read_log(tmp_path)]
+    assert len(totals) == 24 and result.finished
+    first, last = sum(totals[:4]) / 4, sum(totals[-4:]) / 4
+    assert last < 0.7 * first, (first, last)
+
+
+def test_every_logged_term_is_finite_and_the_total_is_their_sum(reference_run):
+    output, _ = reference_run
+    for record in read_log(output):
+        assert all(math.isfinite(record[k]) for k in LOSS_KEYS)
+        assert record["total"] == pytest.approx(sum(record[t] for t in losses.LOSS_TERMS), rel=1e-5)
+        assert record["skipped"] == 0
+
+
+@pytest.mark.parametrize("stop_after", [2, 3, 7])
+def test_resume_after_an_interruption_reproduces_the_uninterrupted_losses_exactly(
+    reference_run, pairs_root, tmp_path, stop_after
+):
+    reference_output, _ = reference_run
+    config = tiny_config(pairs_root, tmp_path)
+    first = train(config, progress=False, verbose=False, stop_after=stop_after)
+    assert first.step == stop_after and not first.finished
+    resumed = train(config, resume=True, progress=False, verbose=False)
+    assert resumed.start_step == 3 * (stop_after // 3)  # the last checkpoint before the interruption
+    assert resumed.finished
+    expected, got = losses_by_step(reference_output), losses_by_step(tmp_path)
+    assert list(got) == list(range(1, 9))  # no step logged twice, none missing
+    assert got == expected  # bit-identical floats
+    a = load_checkpoint(reference_output / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_folder_with_checkpoints_is_not_overwritten_without_resume(reference_run, pairs_root):
+    output, _ = reference_run
+    with pytest.raises(UserInputError, match="resume"):
+        train(tiny_config(pairs_root, output), progress=False, verbose=False)
+
+
+def test_resume_refuses_a_config_that_changes_the_run(reference_run, pairs_root):
+    output, _ = reference_run
+    with pytest.raises(UserInputError, match="batch_size"):
+        train(tiny_config(pairs_root, output, batch_size=1, steps=10), resume=True, progress=False, verbose=False)
+
+
+def test_resume_can_extend_a_finished_run(reference_run, pairs_root, tmp_path):
+    import shutil
+
+    output = tmp_path / "run"
+    shutil.copytree(reference_run[0], output)
+    result = train(tiny_config(pairs_root, output, steps=10), resume=True, progress=False, verbose=False)
+    assert result.start_step == 8 and result.step == 10
+    assert [r["step"] for r in read_log(output)] == list(range(1, 11))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_checkpoints_load_with_weights_only_only_the_last_k_are_kept_and_no_temp_files_remain(reference_run):
+    output, result = reference_run
+    assert [p.name for p in checkpoint_files(output)] == ["step_0000006.pt", "step_0000008.pt"]
+    assert result.checkpoint == output / "last.pt"
+    assert not [p for p in output.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    for path in [*checkpoint_files(output), output / "last.pt"]:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("model", "optimizer", "scheduler", "scaler", "rng", "step", "data_state", "train_config",
+                    "style_name", "style_sha256", "model_config"):
+            assert key in payload, key
+    last = torch.load(output / "last.pt", weights_only=True)
+    assert last["step"] == 8 and last["style_name"] == "mosaic"
+    assert TrainConfig.from_dict(last["train_config"]).steps == 8
+
+
+def test_load_model_reads_a_training_checkpoint(reference_run):
+    import reconet_lib
+
+    output, _ = reference_run
+    model = reconet_lib.load_model(output / "last.pt")
+    assert not model.training
+    x = torch.rand(1, 3, 21, 30)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Non-finite guard
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _nan_on_calls(monkeypatch, bad_calls):
+    """Make pair_losses return a NaN total on the given (1-based) calls."""
+    real = losses.pair_losses
+    calls = {"n": 0}
+
+    def patched(*args, **kwargs):
+        calls["n"] += 1
+        terms = real(*args, **kwargs)
+        if bad_calls == "all" or calls["n"] in bad_calls:
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(losses, "pair_losses", patched)
+
+
+def test_non_finite_steps_are_skipped_and_counted(monkeypatch, pairs_root, tmp_path):
+    _nan_on_calls(monkeypatch, {3, 4})
+    snapshots = []
+    real_step = torch.optim.Adam.step
+
+    def counting_step(self, *args, **kwargs):
+        snapshots.append(1)
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", counting_step)
+    result = train(tiny_config(pairs_root, tmp_path, steps=6, checkpoint_every=0), progress=False, verbose=False)
+    assert result.finished and result.skipped_steps == 2
+    assert len(snapshots) == 4  # the two NaN steps made no update
+    records = read_log(tmp_path)
+    assert [r["skipped"] for r in records] == [0, 0, 1, 1, 0, 0]
+    assert all("total" not in r for r in records[2:4])
+    assert load_checkpoint(tmp_path / "last.pt")["nonfinite"] == {"consecutive": 0, "total": 2}
+
+
+def test_training_stops_after_max_nonfinite_consecutive_steps(monkeypatch, pairs_root, tmp_path):
+    _nan_on_calls(monkeypatch, "all")
+    config = tiny_config(pairs_root, tmp_path, steps=20, max_nonfinite=4)
+    with pytest.raises(TrainingDivergedError, match="4 steps in a row") as info:
+        train(config, progress=False, verbose=False)
+    assert "step 4" in str(info.value)
+    assert [r["skipped"] for r in read_log(tmp_path)] == [1, 1, 1, 1]
+    assert checkpoint_files(tmp_path)[-1].name == "step_0000003.pt"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data order
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_a_sample_depends_only_on_seed_and_its_number(pairs_root):
+    from reconet_lib.data import PairAugment, SyntheticPairs
+
+    def stream():
+        augment = PairAugment(crop=(24, 24), flip_probability=0.5, scale_range=(0.8, 1.2))
+        return SampleStream(SyntheticPairs(pairs_root, augment=augment, direction="both"), seed=5)
+
+    a, b = stream(), stream()
+    forward = [a[n] for n in range(30)]
+    torch.manual_seed(123)  # global RNG state must not matter
+    backward = [b[n] for n in reversed(range(30))][::-1]
+    for x, y in zip(forward, backward):
+        assert x["name"] == y["name"] and torch.equal(x["current"], y["current"]) and torch.equal(x["flow"], y["flow"])
+    epoch = sorted(a.index_of(n) for n in range(a.epoch_length))
+    assert epoch == list(range(a.epoch_length))  # each epoch visits every pair once
+
+
+def test_step_batches_give_each_process_its_own_samples():
+    rank0 = list(StepBatches(1, 3, batch_size=2, rank=0, world_size=2))
+    rank1 = list(StepBatches(1, 3, batch_size=2, rank=1, world_size=2))
+    assert rank0 == [[0, 1], [4, 5], [8, 9]] and rank1 == [[2, 3], [6, 7], [10, 11]]
+    assert list(StepBatches(3, 3, batch_size=2)) == [[4, 5]]  # a resume at step 3 reads what step 3 read
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Several processes
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_two_gloo_processes_train_and_write_one_loadable_checkpoint(pairs_root, tmp_path):
+    import reconet_lib
+
+    output = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RECONET_DATA": str(tmp_path / "data")}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "reconet_lib", "train", "--data", f"synthetic:{pairs_root}", "--preset", "tiny", "--size", "32",
+        "--batch-size", "1", "--steps", "4", "--checkpoint-every", "2", "--log-every", "1", "--vgg-weights", "random",
+        "--style-size", "64", "--device", "cpu", "--precision", "fp32", "--num-workers", "0", "--no-progress",
+        "--output", str(output),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert [r["step"] for r in read_log(output)] == [1, 2, 3, 4]
+    payload = load_checkpoint(output / "last.pt")
+    assert payload["step"] == 4 and payload["data_state"]["world_size"] == 2
+    model = reconet_lib.load_model(output / "last.pt")
+    assert not any(k.startswith("module.") for k in model.state_dict())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line and config files
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_cli_reports_a_missing_dataset_on_one_line(tmp_path, capsys):
+    status = cli.main(["train", "--data", f"sintel:{tmp_path / 'no_such_folder'}", "--output", str(tmp_path / "run"),
+                       "--vgg-weights", "random", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and "no_such_folder" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--size", "4"], "crop"),
+    (["--batch-size", "0"], "batch_size"),
+    (["--data", "flickr:/x"], "unknown kind"),
+    (["--lr", "-1"], "lr"),
+])
+def test_cli_reports_a_bad_option_value_on_one_line(tmp_path, capsys, argv, fragment):
+    status = cli.main(["train", *argv, "--output", str(tmp_path / "run"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and fragment in err and "Traceback" not in err
+
+
+def test_cli_rejects_an_unknown_choice_with_usage(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--precision", "fp8"])
+    assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_cli_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    parser = cli.build_parser()
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    for action in train_parser._actions:
+        assert action.help, action.option_strings
+        for option in action.option_strings:
+            assert option in out
+
+
+def test_cli_options_override_a_config_file(tmp_path):
+    base = TrainConfig(steps=77, lr=5e-4, batch_size=3)
+    base.save(tmp_path / "base.yaml")
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "--config", str(tmp_path / "base.yaml"), "--lr", "0.01", "--size", "128x96",
+                              "--lambda-o", "0", "--data", "videos:/clips@0.5", "--data", "synthetic"])
+    config = train_mod.config_from_args(args)
+    assert (config.steps, config.lr, config.batch_size, config.crop) == (77, 0.01, 3, (128, 96))
+    assert config.loss.lambda_o == 0 and config.loss.lambda_f == base.loss.lambda_f
+    assert [(s["kind"], s["path"], s["weight"]) for s in config.data] == [("videos", "/clips", 0.5), ("synthetic", None, 1.0)]
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml", ".yml"])
+def test_config_round_trips_through_json_and_yaml(tmp_path, suffix):
+    config = TrainConfig(
+        style="candy", data=[{"kind": "sintel", "root": "/data/sintel", "weight": 2, "options": {"passes": ["clean"]}},
+                             {"kind": "synthetic"}],
+        resize=(180, 320), crop=(128, 160), steps=123, lr_schedule="cosine", grad_clip=1.5, vgg_weights=None,
+        loss=losses.LossWeights(lambda_f=0.0, style_layer_weights={"relu2_2": 2.0}), model="demo", num_workers=1,
+    )
+    path = config.save(tmp_path / f"config{suffix}")
+    loaded = TrainConfig.load(path)
+    assert loaded == config
+    assert loaded.data[0]["path"] == "/data/sintel" and loaded.crop == (128, 160)
+
+
+def test_config_errors_name_the_field(tmp_path):
+    with pytest.raises(UserInputError, match="TrainConfig.keep_last"):
+        TrainConfig(keep_last=0)
+    with pytest.raises(UserInputError, match="TrainConfig.precision"):
+        TrainConfig(precision="fp8")
+    with pytest.raises(UserInputError, match=r"TrainConfig.data\[0\]"):
+        TrainConfig(data=[{"kind": "sintel"}])
+    with pytest.raises(UserInputError, match="unknown TrainConfig fields"):
+        TrainConfig.from_dict({"stepz": 3})
+    with pytest.raises(UserInputError, match=".json, .yaml"):
+        TrainConfig().save(tmp_path / "config.txt")
+    (tmp_path / "bad.yaml").write_text("steps: [1,\n")
+    with pytest.raises(UserInputError, match="not valid YAML"):
+        TrainConfig.load(tmp_path / "bad.yaml")
+
+
+def test_data_specs_parse_kind_path_and_weight():
+    assert parse_data_spec("synthetic") == {"kind": "synthetic", "path": None, "weight": 1.0}
+    assert parse_data_spec("sintel:/d/Sintel/training@2") == {"kind": "sintel", "path": "/d/Sintel/training", "weight": 2.0}
+    assert parse_data_spec("videos:/me@home/clips") == {"kind": "videos", "path": "/me@home/clips", "weight": 1.0}
+    with pytest.raises(UserInputError, match="unknown kind"):
+        parse_data_spec("kitti:/x")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Plotting and the tutorial checkpoints
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_plot_losses_draws_every_term_of_one_or_several_runs(reference_run):
+    output, _ = reference_run
+    fig = plot_losses(output)
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 1 + len(losses.LOSS_TERMS)
+    assert len(fig.axes[0].get_lines()[0].get_xdata()) == 8
+    fig = plot_losses({"a": output, "b": output / "log.jsonl"}, raw=True)
+    assert len(fig.axes[0].get_lines()) == 2
+
+
+def test_ensure_tutorial_checkpoints_trains_both_models_once(monkeypatch, pairs_root, tmp_path):
+    real_config = train_mod.tutorial_config
+
+    def small(quick, device, **kwargs):
+        config = real_config(quick, device, **kwargs)
+        return dataclasses.replace(config, data=[{"kind": "synthetic", "path": str(pairs_root)}], model="tiny",
+                                   crop=(32, 32), steps=2, style_size=64, checkpoint_every=0)
+
+    monkeypatch.setattr(train_mod, "tutorial_config", small)
+    monkeypatch.setattr(losses.VGGFeatures, "available", staticmethod(lambda weights="imagenet": weights is None))
+    paths = train_mod.ensure_tutorial_checkpoints(True, "cpu", output_dir=tmp_path)
+    assert set(paths) == {"reconet", "baseline"} and all(p.is_file() for p in paths.values())
+    stored = {k: load_checkpoint(p)["train_config"] for k, p in paths.items()}
+    assert stored["baseline"]["loss"]["lambda_f"] == stored["baseline"]["loss"]["lambda_o"] == 0
+    assert stored["reconet"]["loss"]["lambda_o"] > 0 and stored["reconet"]["vgg_weights"] is None
+    monkeypatch.setattr(train_mod, "train", lambda *a, **k: pytest.fail("cached checkpoints were retrained"))
+    assert train_mod.ensure_tutorial_checkpoints(True, "cpu", output_dir=tmp_path) == paths
