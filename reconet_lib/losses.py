@@ -408,6 +408,24 @@ def _check_temporal(current: torch.Tensor, flow: torch.Tensor, valid: torch.Tens
         raise ValueError(f"{what}: batch sizes differ ({current.shape[0]} vs flow {flow.shape[0]})")
 
 
+def _to_feature_grid(flow: torch.Tensor, valid: torch.Tensor, size: tuple[int, int]):
+    """Flow and valid mask at image resolution ``(H, W)`` -> the feature grid ``(h, w)``.
+
+    A stride-s encoder that pads its input at the bottom/right to a multiple of s (as ReCoNet does) has
+    ``h = ceil(H / s)``, and cell ``i`` lies over pixels ``[s i, s i + s)``. The flow is therefore first padded
+    to ``(s h, s w)`` (border values repeated; the padded pixels are marked invalid) and then shrunk by exactly
+    ``1 / s``, so that cell centres and flow vectors line up for any image size. When ``(h, w)`` is not such a
+    grid, the field is resized from ``(H, W)`` directly.
+    """
+    (big_h, big_w), (h, w) = flow.shape[-2:], size
+    stride = max(-(-big_h // h), -(-big_w // w))  # ceil(H / h), ceil(W / w): the larger is the stride
+    pad_h, pad_w = h * stride - big_h, w * stride - big_w
+    if 0 <= pad_h < stride and 0 <= pad_w < stride and (pad_h or pad_w):
+        flow = F.pad(flow, (0, pad_w, 0, pad_h), mode="replicate")
+        valid = F.pad(valid, (0, pad_w, 0, pad_h), value=0.0)
+    return resize_flow(flow, (h, w)), downsample_valid(valid, (h, w))
+
+
 def feature_temporal_loss(
     feat_t: torch.Tensor,
     feat_prev: torch.Tensor,
@@ -418,8 +436,10 @@ def feature_temporal_loss(
 
     The flow and mask come at image resolution and are brought to the feature grid ``(h, w)``: the flow with
     :func:`reconet_lib.flow.resize_flow` (field resized, ``u *= w / W``, ``v *= h / H``), the mask with
-    :func:`reconet_lib.warp.downsample_valid` (a cell counts only if every pixel under it is valid). Cells whose
-    warp target falls outside the feature map are also dropped. ``F_prev`` is backward-warped into frame t.
+    :func:`reconet_lib.warp.downsample_valid` (a cell counts only if every pixel under it is valid). When the
+    image size is not a multiple of the encoder stride (``h = ceil(H / 4)``), flow and mask are first padded
+    to ``4h x 4w`` (padding invalid), so the grids stay aligned. Cells whose warp target falls outside the
+    feature map are also dropped. ``F_prev`` is backward-warped into frame t.
 
     Normalisation: the masked squared differences are summed and divided by the number of all elements
     ``B * C * h * w`` (masked cells included), i.e. the paper's ``1 / D`` with ``D = C * h * w``, averaged over
@@ -433,9 +453,7 @@ def feature_temporal_loss(
     _check_temporal(feat_t, flow, valid, "feature_temporal_loss")
     if feat_t.shape != feat_prev.shape:
         raise ValueError(f"feature_temporal_loss: {tuple(feat_t.shape)} vs {tuple(feat_prev.shape)}")
-    size = tuple(feat_t.shape[-2:])
-    flow_f = resize_flow(flow.float(), size)
-    valid_f = downsample_valid(valid.float(), size)
+    flow_f, valid_f = _to_feature_grid(flow.float(), valid.float(), tuple(feat_t.shape[-2:]))
     warped, inside = warp(feat_prev.float(), flow_f, return_valid=True)
     diff = feat_t.float() - warped
     return (valid_f * inside * diff * diff).mean()
@@ -563,7 +581,8 @@ def pair_losses(
 ) -> dict[str, torch.Tensor]:
     """ReCoNet's total loss on a batch of frame pairs.
 
-    Runs ``model.encode`` / ``model.decode`` on both frames, then (see the module docstring)
+    Runs ``model.encode`` / ``model.decode`` on both frames (one batch of 2B: the network must normalise per
+    sample, as ReCoNet's instance norm does), then (see the module docstring)
     ``total = alpha * content + beta * style + gamma * tv`` (each summed over the current and previous frame)
     ``+ lambda_f * feature_temporal + lambda_o * output_temporal`` (once per pair). The content target is the
     VGG feature of the input frame (no gradient). Works under autocast; the losses are float32.
@@ -587,14 +606,15 @@ def pair_losses(
     size = tuple(current.shape[-2:])
     b = current.shape[0]
 
-    feat_t = model.encode(current)
-    feat_prev = model.encode(previous)
-    out_t = model.decode(feat_t, size=size)
-    out_prev = model.decode(feat_prev, size=size)
+    # Both frames in one batch: ReCoNet normalises per sample (instance norm), so this equals two passes.
+    features = model.encode(torch.cat((current, previous)))
+    outputs = model.decode(features, size=size)
+    feat_t, feat_prev = features[:b], features[b:]
+    out_t, out_prev = outputs[:b], outputs[b:]
 
     # One VGG pass for both outputs, one (without gradients) for both inputs.
     cl = weights.content_layer
-    vgg_out = vgg(torch.cat((out_t, out_prev)), layers=weights.vgg_layers)
+    vgg_out = vgg(outputs, layers=weights.vgg_layers)
     with torch.no_grad():
         vgg_in = vgg(torch.cat((current, previous)), layers=[cl])[cl]
 

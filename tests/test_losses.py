@@ -437,3 +437,33 @@ def test_pair_losses_sum_perceptual_terms_over_both_frames(vgg):
     flicker = pair_losses(model, vgg, _pair_batch(1, noise=0.2), grams, weights)
     assert both["feature_temporal_raw"].item() == 0.0 < flicker["feature_temporal_raw"].item()
     assert both["output_temporal_raw"].item() < 0.1 * flicker["output_temporal_raw"].item()
+
+
+def test_feature_grid_stays_aligned_when_the_image_is_not_a_multiple_of_the_stride():
+    g = torch.Generator().manual_seed(4)
+    feat_prev = torch.rand(1, 4, 8, 8, generator=g)  # ReCoNet features of a 30 x 29 image: ceil(30/4) = 8
+    feat_t = _shift(feat_prev, 1, 2)
+    flow, valid = _const_flow(1, 30, 29, 4.0, 8.0), torch.ones(1, 1, 30, 29)
+    assert feature_temporal_loss(feat_t, feat_prev, flow, valid).item() == 0.0
+    # cells over the padding (last row: pixels 28..31 of 30) are invalid, so a change there costs nothing
+    feat_t[..., 7, :] += 10.0
+    assert feature_temporal_loss(feat_t, feat_prev, flow, valid).item() == 0.0
+
+
+def test_pair_losses_with_the_tiny_reconet_vanish_for_a_still_pair(vgg):
+    from reconet_lib.network import ReCoNet
+
+    torch.manual_seed(0)
+    model = ReCoNet.from_preset("tiny").train()
+    weights = LossWeights()
+    grams = style_grams(vgg, torch.rand(1, 3, 24, 24), weights.style_layer_weights)
+    frame = torch.rand(2, 3, 22, 26)
+    still = {"current": frame, "previous": frame.clone(), "flow": torch.zeros(2, 2, 22, 26),
+             "valid": torch.ones(2, 1, 22, 26)}
+    result = pair_losses(model, vgg, still, grams, weights)
+    assert result["feature_temporal_raw"].item() < 1e-10 and result["output_temporal_raw"].item() < 1e-10
+    moving = dict(still, current=torch.rand(2, 3, 22, 26))  # unrelated frames: not consistent
+    result = pair_losses(model, vgg, moving, grams, weights)
+    assert result["feature_temporal_raw"].item() > 1e-4 and result["output_temporal_raw"].item() > 1e-4
+    result["total"].backward()
+    assert all(p.grad is not None for p in model.parameters())
