@@ -1,0 +1,432 @@
+"""Video I/O, stylising a video end to end, and the `reconet stylize` command's error handling."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from reconet_lib import video
+from reconet_lib.errors import UserInputError
+
+T, H, W = 10, 48, 64
+
+
+def smooth_clip(frames=T, height=H, width=W, seed=0) -> np.ndarray:
+    """A small clip of smooth gradients with a moving bright square: ``(T, H, W, 3)`` uint8."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([x / max(width - 1, 1), y / max(height - 1, 1), 0.5 + 0 * x], axis=-1)
+    clip = []
+    for t in range(frames):
+        frame = base.copy()
+        top, left = (2 + t) % max(height - 8, 1), (3 * t) % max(width - 8, 1)
+        frame[top:top + 8, left:left + 8] = rng.uniform(0.6, 1.0, size=3)
+        clip.append((frame * 255).round().astype(np.uint8))
+    return np.stack(clip)
+
+
+def ffmpeg_streams(path: Path) -> list[str]:
+    """The stream kinds (``Video``/``Audio``) that ``ffmpeg -i`` reports for a file, read from its stderr."""
+    result = subprocess.run([video.ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    return re.findall(r"Stream #0:\d+.*?: (Video|Audio): ", result.stderr)
+
+
+def make_clip_with_audio(path: Path, frames=T, fps=10) -> Path:
+    """A test-pattern video with a sine tone, made by the bundled ffmpeg binary (lavfi sources)."""
+    subprocess.run(
+        [video.ffmpeg_exe(), "-v", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc=size={W}x{H}:rate={fps}",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000",
+         "-frames:v", str(frames), "-t", str(frames / fps),
+         "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)],
+        check=True, capture_output=True,
+    )
+    return path
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Hidden temporary files or folders a writer may have left behind."""
+    return sorted(p.name for p in folder.iterdir() if ".partial-" in p.name or ".probe-" in p.name)
+
+
+# ---------------------------------------------------------------------------------------------- writing and reading
+
+
+def test_h264_round_trip_keeps_frame_count_size_fps_and_content(tmp_path):
+    clip = smooth_clip()
+    out = video.write_video(tmp_path / "clip.mp4", clip, fps=12)
+    info = video.probe(out)
+    assert (info.frame_count, info.size, info.fps, info.has_audio) == (T, (H, W), 12.0, False)
+    assert ffmpeg_streams(out) == ["Video"]
+    decoded = np.stack(list(video.read_frames(out)))
+    assert decoded.shape == clip.shape and decoded.dtype == np.uint8
+    assert np.abs(decoded.astype(int) - clip).mean() < 3.0
+    assert leftovers(tmp_path) == []
+
+
+def test_ntsc_frame_rate_is_kept_exactly(tmp_path):
+    out = video.write_video(tmp_path / "ntsc.mp4", smooth_clip(frames=3), fps=30000 / 1001)
+    assert video.probe(out).fps == pytest.approx(30000 / 1001, abs=1e-9)
+
+
+def test_write_video_copies_the_source_audio_track(tmp_path):
+    source = make_clip_with_audio(tmp_path / "with_audio.mp4")
+    assert ffmpeg_streams(source) == ["Video", "Audio"]
+    out = video.write_video(tmp_path / "out.mp4", video.read_frames(source), fps=10, audio_from=source)
+    assert sorted(ffmpeg_streams(out)) == ["Audio", "Video"]
+    info = video.probe(out)
+    assert info.has_audio and info.frame_count == T
+    assert leftovers(tmp_path) == []
+
+
+def test_audio_from_a_silent_source_gives_a_video_without_audio(tmp_path):
+    silent = video.write_video(tmp_path / "silent.mp4", smooth_clip(), fps=10)
+    out = video.write_video(tmp_path / "out.mp4", smooth_clip(), fps=10, audio_from=silent)
+    assert ffmpeg_streams(out) == ["Video"]
+
+
+def test_pad_to_even_repeats_the_last_row_and_column():
+    frame = np.arange(17 * 33 * 3, dtype=np.int64).reshape(17, 33, 3).astype(np.uint8)
+    padded = video.pad_to_even(frame)
+    assert padded.shape == (18, 34, 3)
+    np.testing.assert_array_equal(padded[:17, :33], frame)
+    np.testing.assert_array_equal(padded[17, :33], frame[16])
+    np.testing.assert_array_equal(padded[:17, 33], frame[:, 32])
+    even = frame[:16, :32]
+    assert video.pad_to_even(even) is even
+
+
+def test_odd_frame_size_is_padded_one_pixel_right_bottom_not_resized(tmp_path):
+    # Grey content: yuv420p keeps brightness at full resolution, so only the geometry is being tested.
+    y, x = np.mgrid[0:17, 0:33]
+    grey = (6 * x + 3 * y).astype(np.uint8)
+    clip = np.stack([np.dstack([grey] * 3)] * 4)
+    out = video.write_video(tmp_path / "odd.mp4", clip, fps=10)
+    assert video.probe(out).size == (18, 34)
+    decoded = np.stack(list(video.read_frames(out))).astype(int)
+    assert decoded.shape == (4, 18, 34, 3)
+    # Content stays where it was (a resize would shift the gradient by a fraction of a pixel everywhere).
+    assert np.abs(decoded[:, :17, :33] - clip).mean() < 1.5
+    assert np.abs(decoded[:, 17, :33] - clip[:, 16]).mean() < 1.5
+    assert np.abs(decoded[:, :17, 33] - clip[:, :, 32]).mean() < 1.5
+
+
+def test_frame_folder_is_read_in_natural_order_whatever_the_case_of_the_suffix(tmp_path):
+    values = {"frame_10.png": 10, "frame_2.PNG": 2, "frame_1.bmp": 1, "frame_9.Png": 9, "frame_100.png": 100}
+    for name, value in values.items():
+        Image.fromarray(np.full((6, 5, 3), value, np.uint8)).save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not a frame")
+    Image.fromarray(np.zeros((6, 5, 3), np.uint8)).save(tmp_path / ".hidden.png")
+    frames = list(video.read_frames(tmp_path))
+    assert [int(f[0, 0, 0]) for f in frames] == [1, 2, 9, 10, 100]
+    info = video.probe(tmp_path)
+    assert (info.frame_count, info.size, info.fps, info.has_audio) == (5, (6, 5), None, False)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 10**6), min_size=1, max_size=20, unique=True))
+def test_natural_key_orders_numbered_frames_by_number(numbers):
+    names = [f"frame_{n}.png" for n in numbers]
+    assert sorted(names, key=video.natural_key) == [f"frame_{n}.png" for n in sorted(numbers)]
+
+
+def test_grey_and_rgba_frames_become_rgb(tmp_path):
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    rgba = np.dstack([np.full((3, 4), c, np.uint8) for c in (10, 20, 30, 40)])
+    frames = list(video.read_frames([grey, rgba]))
+    np.testing.assert_array_equal(frames[0], np.dstack([grey] * 3))
+    np.testing.assert_array_equal(frames[1][1, 1], [10, 20, 30])
+    Image.fromarray(grey, mode="L").save(tmp_path / "a_1.png")
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "a_2.png")
+    from_files = list(video.read_frames(tmp_path))
+    np.testing.assert_array_equal(from_files[0], frames[0])
+    np.testing.assert_array_equal(from_files[1], frames[1])
+
+
+def test_read_frames_resizes_to_the_longer_side_or_to_height_width():
+    clip = smooth_clip(frames=2)
+    assert next(video.read_frames(clip, size=32)).shape == (24, 32, 3)
+    assert next(video.read_frames(clip, size=(20, 30))).shape == (20, 30, 3)
+    with pytest.raises(UserInputError, match="size"):
+        next(video.read_frames(clip, size=0))
+
+
+def test_frames_of_different_sizes_are_refused():
+    frames = [np.zeros((4, 4, 3), np.uint8), np.zeros((4, 6, 3), np.uint8)]
+    with pytest.raises(UserInputError, match="same size"):
+        list(video.read_frames(frames))
+
+
+def test_float_frames_are_refused_with_a_hint():
+    with pytest.raises(UserInputError, match="uint8"):
+        list(video.read_frames([np.zeros((4, 4, 3), np.float32)]))
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty_folder", "empty_file", "not_a_video"])
+def test_bad_sources_raise_an_error_that_names_the_path(tmp_path, kind):
+    path = tmp_path / kind
+    if kind == "empty_folder":
+        path.mkdir()
+    elif kind == "empty_file":
+        path = tmp_path / "empty.mp4"
+        path.write_bytes(b"")
+    elif kind == "not_a_video":
+        path = tmp_path / "notes.mp4"
+        path.write_text("this is text, not a video\n" * 20)
+    with pytest.raises(UserInputError) as info:
+        video.probe(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(UserInputError):
+        list(video.read_frames(path))
+
+
+def test_empty_frame_list_is_refused():
+    with pytest.raises(UserInputError, match="empty"):
+        video.probe([])
+
+
+def test_write_frames_writes_numbered_pngs_and_replaces_an_earlier_output(tmp_path):
+    folder = tmp_path / "frames"
+    video.write_frames(folder, smooth_clip(frames=3, height=7, width=9))
+    assert sorted(p.name for p in folder.iterdir()) == ["frame_00001.png", "frame_00002.png", "frame_00003.png"]
+    np.testing.assert_array_equal(np.stack(list(video.read_frames(folder))), smooth_clip(frames=3, height=7, width=9))
+    video.write_frames(folder, smooth_clip(frames=2))
+    assert len(list(folder.iterdir())) == 2
+    assert leftovers(tmp_path) == []
+
+
+def test_write_frames_refuses_a_folder_with_other_files(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(UserInputError, match="other files"):
+        video.write_frames(tmp_path, smooth_clip(frames=1))
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_failed_write_leaves_no_partial_file_under_the_final_name(tmp_path):
+    def frames_then_failure():
+        yield from smooth_clip(frames=3)
+        raise RuntimeError("decoder crashed")
+
+    with pytest.raises(RuntimeError, match="decoder crashed"):
+        video.write_video(tmp_path / "out.mp4", frames_then_failure(), fps=10)
+    with pytest.raises(RuntimeError, match="decoder crashed"):
+        video.write_frames(tmp_path / "frames", frames_then_failure())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path):
+    out = video.write_video(tmp_path / "out.mp4", smooth_clip(), fps=10)
+    before = out.read_bytes()
+    with pytest.raises(UserInputError, match="same size"):
+        video.write_video(out, [smooth_clip()[0], np.zeros((8, 8, 3), np.uint8)], fps=10)
+    assert out.read_bytes() == before and leftovers(tmp_path) == []
+
+
+def test_write_video_refuses_other_suffixes_and_empty_input(tmp_path):
+    with pytest.raises(UserInputError, match=".mp4"):
+        video.write_video(tmp_path / "out.avi", smooth_clip(), fps=10)
+    with pytest.raises(UserInputError, match="no frames"):
+        video.write_video(tmp_path / "out.mp4", [], fps=10)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_show_video_embeds_the_mp4_as_base64(tmp_path):
+    import base64
+
+    out = video.write_video(tmp_path / "clip.mp4", smooth_clip(frames=2), fps=10)
+    html = video.show_video(out, width=320).data
+    assert html.startswith('<video width="320" controls')
+    payload = re.search(r'src="data:video/mp4;base64,([^"]+)"', html).group(1)
+    assert base64.b64decode(payload) == out.read_bytes()
+
+
+def test_parse_size_reads_longer_side_or_height_x_width():
+    import argparse
+
+    assert video.parse_size("512") == 512
+    assert video.parse_size("360x640") == (360, 640)
+    for bad in ("0", "x3", "12x", "3.5"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            video.parse_size(bad)
+
+
+def test_reduced_precision_choice():
+    assert video.resolve_precision(torch.device("cuda"), None) == torch.float16
+    assert video.resolve_precision(torch.device("cuda"), False) is None
+    assert video.resolve_precision(torch.device("cpu"), True) == torch.bfloat16
+    assert video.resolve_precision(torch.device("cpu"), False) is None
+
+
+# ---------------------------------------------------------------------------------------------- stylising
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from reconet_lib.network import ReCoNet
+
+    torch.manual_seed(0)
+    return ReCoNet.from_preset("tiny").eval()
+
+
+def test_stylize_video_to_mp4_keeps_frame_count_size_fps_and_audio(tmp_path, tiny_model):
+    source = make_clip_with_audio(tmp_path / "in.mp4")
+    report = video.stylize_video(tiny_model, source, tmp_path / "out.mp4", batch_size=3, progress=False)
+    assert report.frames == T and report.output == tmp_path / "out.mp4"
+    assert report.model_fps > 0 and report.end_to_end_fps > 0 and report.seconds > 0
+    info = video.probe(report.output)
+    assert (info.frame_count, info.size, info.fps, info.has_audio) == (T, (H, W), 10.0, True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]
+
+
+def test_stylize_video_matches_the_model_applied_frame_by_frame(tmp_path, tiny_model):
+    clip = smooth_clip(frames=5)
+    video.stylize_video(tiny_model, clip, tmp_path / "frames", batch_size=2, half=False, progress=False)
+    written = np.stack(list(video.read_frames(tmp_path / "frames")))
+    with torch.inference_mode():
+        x = torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255
+        expected = (tiny_model(x).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert written.shape == clip.shape
+    assert np.abs(written.astype(int) - expected).max() <= 1
+
+
+def test_stylize_video_side_by_side_doubles_the_width_and_shows_the_input_left(tmp_path, tiny_model):
+    clip = smooth_clip(frames=3)
+    video.stylize_video(tiny_model, clip, tmp_path / "sbs", side_by_side=True, progress=False)
+    frames = np.stack(list(video.read_frames(tmp_path / "sbs")))
+    assert frames.shape == (3, H, 2 * W, 3)
+    np.testing.assert_array_equal(frames[:, :, :W], clip)
+
+
+def test_stylize_video_resizes_and_pads_odd_sizes(tmp_path, tiny_model):
+    clip = smooth_clip(frames=3)
+    report = video.stylize_video(tiny_model, clip, tmp_path / "small.mp4", size=(17, 33), progress=False)
+    assert video.probe(report.output).size == (18, 34)
+
+
+def test_stylize_video_failure_leaves_no_output(tmp_path, tiny_model):
+    calls = []
+
+    def failing_model(x):
+        calls.append(len(x))
+        if len(calls) == 2:
+            raise RuntimeError("out of memory (simulated)")
+        return tiny_model(x)
+
+    class Wrapper(torch.nn.Module):
+        def forward(self, x):
+            return failing_model(x)
+
+    clip = smooth_clip(frames=8)
+    for output in (tmp_path / "out.mp4", tmp_path / "frames"):
+        calls.clear()
+        with pytest.raises(RuntimeError, match="simulated"):
+            video.stylize_video(Wrapper(), clip, output, batch_size=2, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------- command line
+
+
+@pytest.fixture(scope="module")
+def checkpoint_file(tmp_path_factory, tiny_model):
+    from reconet_lib.checkpoint import model_checkpoint, save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    return save_checkpoint(path, model_checkpoint(tiny_model, "random", "0" * 64))
+
+
+def run_cli(args, capsys):
+    from reconet_lib.cli import main
+
+    status = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_cli_stylize_writes_the_video(tmp_path, checkpoint_file, capsys):
+    source = video.write_video(tmp_path / "in.mp4", smooth_clip(), fps=10)
+    status, out, err = run_cli(
+        ["stylize", source, "--checkpoint", checkpoint_file, "-o", tmp_path / "out.mp4", "--side-by-side",
+         "--size", "32", "--device", "cpu", "--no-half", "--quiet"], capsys)
+    assert status == 0 and "stylised 10 frames" in out
+    assert video.probe(tmp_path / "out.mp4").size == (24, 64)
+
+
+def _assert_one_line_error(status, err, *needles):
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("reconet stylize: error:")
+    for needle in needles:
+        assert str(needle) in lines[0]
+
+
+def test_cli_missing_input_is_one_line_error(tmp_path, checkpoint_file, capsys):
+    missing = tmp_path / "nope.mp4"
+    status, _, err = run_cli(["stylize", missing, "--checkpoint", checkpoint_file, "-o", tmp_path / "o.mp4"], capsys)
+    _assert_one_line_error(status, err, missing)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_cli_empty_folder_is_one_line_error(tmp_path, checkpoint_file, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    status, _, err = run_cli(["stylize", empty, "--checkpoint", checkpoint_file, "-o", tmp_path / "o.mp4"], capsys)
+    _assert_one_line_error(status, err, empty, "no frames")
+
+
+def test_cli_non_checkpoint_file_is_one_line_error(tmp_path, capsys):
+    source = video.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
+    fake = tmp_path / "weights.pt"
+    fake.write_bytes(b"definitely not a checkpoint")
+    status, _, err = run_cli(["stylize", source, "--checkpoint", fake, "-o", tmp_path / "o.mp4"], capsys)
+    _assert_one_line_error(status, err, fake)
+    assert not (tmp_path / "o.mp4").exists()
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(3)}, plain)
+    status, _, err = run_cli(["stylize", source, "--checkpoint", plain, "-o", tmp_path / "o.mp4"], capsys)
+    _assert_one_line_error(status, err, plain, "not a ReCoNet checkpoint")
+
+
+def test_cli_output_below_a_file_is_one_line_error(tmp_path, checkpoint_file, capsys):
+    source = video.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    status, _, err = run_cli(
+        ["stylize", source, "--checkpoint", checkpoint_file, "-o", blocker / "out.mp4"], capsys)
+    _assert_one_line_error(status, err, blocker)
+
+
+def _cannot_create_in(folder: Path) -> bool:
+    try:
+        (folder / ".reconet-write-test").touch()
+    except OSError:
+        return True
+    (folder / ".reconet-write-test").unlink()
+    return False
+
+
+def test_cli_unwritable_output_folder_is_one_line_error(tmp_path, checkpoint_file, capsys):
+    source = video.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if not _cannot_create_in(locked):  # root ignores permission bits; a read-only /sys still refuses
+            locked = Path("/sys")
+            if not (locked.is_dir() and _cannot_create_in(locked)):
+                pytest.skip("no folder that this user cannot write to")
+        status, _, err = run_cli(
+            ["stylize", source, "--checkpoint", checkpoint_file, "-o", locked / "out.mp4"], capsys)
+        _assert_one_line_error(status, err, locked)
+        assert not (locked / "out.mp4").exists()
+    finally:
+        (tmp_path / "locked").chmod(0o700)
