@@ -1,0 +1,85 @@
+"""Checkpoint files: atomic writes, weights_only loading, refusal of foreign files, ready-to-run models."""
+import os
+
+import pytest
+import torch
+
+from reconet_lib import load_model
+from reconet_lib.checkpoint import FORMAT, load_checkpoint, model_checkpoint, save_checkpoint
+from reconet_lib.errors import UserInputError
+from reconet_lib.network import ReCoNet
+
+
+@pytest.fixture
+def tiny_model():
+    torch.manual_seed(0)
+    return ReCoNet.from_preset("tiny")
+
+
+def test_saved_model_loads_with_weights_only_and_reproduces_outputs(tmp_path, tiny_model):
+    path = save_checkpoint(tmp_path / "m.pt", model_checkpoint(tiny_model, "mosaic", "ab" * 32, {"steps": 3}))
+    payload = torch.load(path, weights_only=True)  # plain types and tensors only
+    assert payload["format"] == FORMAT and payload["style_name"] == "mosaic"
+    model = load_model(path)
+    assert not model.training and model.style_name == "mosaic" and model.style_sha256 == "ab" * 32
+    x = torch.rand(1, 3, 20, 28)
+    tiny_model.eval()
+    assert torch.equal(model(x), tiny_model(x))
+
+
+def test_save_leaves_no_temporary_files_and_replaces_atomically(tmp_path, tiny_model, monkeypatch):
+    target = tmp_path / "ckpt.pt"
+    save_checkpoint(target, model_checkpoint(tiny_model, "a", "0" * 64))
+    before = target.read_bytes()
+
+    def failing_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(target, model_checkpoint(tiny_model, "b", "1" * 64))
+    assert target.read_bytes() == before  # the good file survives a failed write
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not a torch file", "not a readable ReCoNet checkpoint"),
+        (None, "no format tag"),
+    ],
+)
+def test_foreign_files_are_refused_with_a_clear_message(tmp_path, content, message):
+    path = tmp_path / "other.pt"
+    if content is None:
+        torch.save({"state_dict": {}}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(UserInputError, match=message):
+        load_model(path)
+
+
+def test_checkpoint_with_pickled_objects_is_refused_by_weights_only(tmp_path, tiny_model):
+    payload = model_checkpoint(tiny_model, "a", "0" * 64)
+    payload["train_config"] = object()  # arbitrary objects would need unpickling code
+    torch.save(payload, tmp_path / "evil.pt")
+    with pytest.raises(UserInputError, match="not a readable"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_missing_checkpoint_says_how_to_get_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="reconet_lib train"):
+        load_model(tmp_path / "nope.pt")
+
+
+def test_incomplete_and_newer_checkpoints_are_refused(tmp_path, tiny_model):
+    payload = model_checkpoint(tiny_model, "a", "0" * 64)
+    del payload["model"]
+    torch.save(payload, tmp_path / "partial.pt")
+    with pytest.raises(UserInputError, match="missing model"):
+        load_model(tmp_path / "partial.pt")
+    payload = model_checkpoint(tiny_model, "a", "0" * 64)
+    payload["format_version"] = 99
+    torch.save(payload, tmp_path / "new.pt")
+    with pytest.raises(UserInputError, match="newer"):
+        load_model(tmp_path / "new.pt")
