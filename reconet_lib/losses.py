@@ -120,8 +120,9 @@ class VGGFeatures(nn.Module):
             :class:`~reconet_lib.errors.UserInputError` says how to provide the file.
             A path (``str`` or ``Path``): a ``.pth`` state dict of a torchvision VGG-16, either the full model's
             (``features.N.weight`` keys) or only its ``features`` (``N.weight`` keys); the classifier is ignored.
-            ``None``: seeded random weights (Kaiming-normal, fan-in, so activations keep their scale) for tests and offline
-            runs; a notice is printed once per process, because the perceptual losses then do not measure style.
+            ``None``: seeded random weights (Kaiming-normal, fan-in, so activations keep their scale) for tests
+            and offline runs; a notice is printed once per process, because the perceptual losses then do not
+            measure style.
         layers: names from :data:`VGG_LAYERS` to return; the network is cut after the deepest one.
         device, dtype: where and in which dtype to keep the weights (default CPU, float32).
         seed: seed of the random weights when ``weights is None`` (the global RNG is not touched).
@@ -281,7 +282,8 @@ def _resolve_state_dict(weights: str | os.PathLike, *, progress: bool) -> Mappin
         try:
             _download(url, cache, hash_prefix, progress)
         except Exception as exc:  # no network, proxy refusal, hash mismatch, full disk
-            raise UserInputError(_offline_message(url, cache, f"download failed: {type(exc).__name__}: {exc}")) from None
+            reason = f"download failed: {type(exc).__name__}: {exc}"
+            raise UserInputError(_offline_message(url, cache, reason)) from None
     return _load_state_file(cache)
 
 
@@ -513,20 +515,22 @@ class LossWeights:
 
     What is verified and what is not:
 
-    * From the paper (arXiv 1807.01197; its abstract, and the formulas as restated in ``docs/conventions.md``):
-      the five terms, the luminance warping constraint of the output temporal loss, the feature temporal loss
-      on the encoder's feature maps normalised by ``D = C h w``, perceptual terms on both frames of a pair.
+    * From the paper (arXiv 1807.01197, as restated in ``docs/conventions.md``; we could read only its abstract
+      here): the five terms, the luminance warping constraint of the output temporal loss, the feature
+      temporal loss on the encoder's feature maps normalised by ``D = C h w``, perceptual terms on both frames.
     * NOT verified: every numeric value below. The parts of the paper we could consult held no
       hyper-parameter values, the first author's public repository (changgyhub/reconet) holds inference code
-      only ("training code ... currently unavailable"), and irsisyphus/reconet was not available to us. The layer choices (content ``relu3_3``; style ``relu1_2``, ``relu2_2``,
-      ``relu3_3``, ``relu4_3`` with equal weights) are those of Johnson et al. 2016, which ReCoNet builds on.
+      only ("training code ... currently unavailable"), and irsisyphus/reconet was not available to us.
+      The layer choices (content ``relu3_3``; style ``relu1_2``, ``relu2_2``, ``relu3_3``, ``relu4_3`` with
+      equal weights) are those of Johnson et al. 2016, which ReCoNet builds on.
     * How the defaults were chosen: ``beta / alpha = 1e5`` is the content/style ratio of PyTorch's
-      ``examples/fast_neural_style`` (content 1e5, style 1e10), which normalises exactly as we do (MSE of
-      features, Grams over ``C H W``, [0, 1] images ImageNet-normalised); scaling all weights by 1e-5 keeps the
-      total near 1-10 (Adam does not care about a common factor). The temporal weights follow the ratios of a
-      public third-party re-implementation (EmptySamurai/pytorch-reconet: 1e4, 1e5, 1e-5, 1e5, 2e5 with its
-      own normalisation) converted to ours: ``lambda_o / alpha ~ 2e2`` (its output loss sums channels of
-      [-1, 1] images, 3 * 4 = 12 times our mean) and ``lambda_f / alpha = 10``. ``gamma`` is ours: i.i.d. noise of
+      ``examples/fast_neural_style`` (content 1e5, style 1e10), which normalises as we do (MSE of features,
+      Grams over ``C H W``, [0, 1] images ImageNet-normalised; its content layer is ``relu2_2``). Scaling
+      all weights by 1e-5 keeps the total near 1-10 (Adam does not care about a common factor). The temporal
+      weights follow the ratios of a public third-party re-implementation (EmptySamurai/pytorch-reconet:
+      1e4, 1e5, 1e-5, 1e5, 2e5 under its own normalisation) converted to ours: ``lambda_o / alpha = 20 * 12
+      ~ 2e2`` (its output loss sums the channels of [-1, 1] images: 3 * 4 = 12 times our mean) and
+      ``lambda_f / alpha = 10`` (both normalise features by ``C h w``). ``gamma`` is ours: i.i.d. noise of
       standard deviation 0.1 on an output costs ``gamma * 2 * 0.02 = 0.4`` per frame, a few per cent of the
       perceptual terms, so TV only damps pixel noise. Tune all of them per style.
 
