@@ -1,0 +1,165 @@
+"""Benchmark: how fast does ReCoNet train, and is the data loader keeping up?
+
+For each training size (256x256 and 360x640, HxW) and each precision (float32 and mixed: bf16 on Ampere or newer,
+fp16 with a gradient scaler on older GPUs, bf16 autocast on the CPU) this runs ``reconet_lib.train.train`` twice in a
+fresh process each time:
+
+* **loader excluded**: every step gets the same pair, already decoded and augmented in memory (no worker
+  processes), so the number is the speed of the training step alone (network, VGG-16 loss network, backward, Adam);
+* **loader included**: the real data pipeline (synthetic pairs read from PNG/.flo files, resized, cropped and
+  flipped by ``PairAugment``, with the default number of loader workers).
+
+If "included" is clearly slower than "excluded" the run is data-bound: add loader workers, or store the data at
+training size. Target (reported, not asserted): included within 5 % of excluded. Peak memory is
+``torch.cuda.max_memory_allocated`` on CUDA and the peak resident set size of the process on the CPU; the
+target is that 360x640 with batch 2 in mixed precision fits in 15 GB (a Colab T4 has 15 GB).
+
+The loss network has RANDOM weights (speed does not depend on them), the style is the procedural ``mosaic``.
+
+    python benchmarks/training.py                    # paper model, 256x256 and 360x640, batch 2
+    python benchmarks/training.py --quick            # CPU-sized: 128x128 and 180x320, a few steps
+    python benchmarks/training.py --device cpu --preset demo --steps 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from reconet_lib import train as train_mod
+from reconet_lib.config import default_device
+
+
+class _SamePair(torch.utils.data.Dataset):
+    """A dataset whose every item is one pair held in memory (the "loader excluded" case)."""
+
+    def __init__(self, sample: dict, length: int = 1000) -> None:
+        self.sample, self.length = sample, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        return self.sample
+
+
+def child(args) -> None:
+    """Train for ``warmup + steps`` steps in this process; print steps/second after the warm-up and peak memory."""
+    device = torch.device(args.device)
+    height, width = args.height, args.width
+    config = train_mod.TrainConfig(
+        data=[{"kind": "synthetic", "options": {"quick": args.quick}}], model=args.preset, crop=(height, width),
+        batch_size=args.batch_size, steps=args.warmup + args.steps, vgg_weights=None, style="mosaic",
+        style_size=256, precision=args.precision, output=args.output, checkpoint_every=0, log_every=args.warmup,
+        num_workers=0 if args.loader == "memory" else None, device=str(device),
+    )
+    if args.loader == "memory":
+        real_build = train_mod.build_dataset
+
+        def in_memory(config):
+            return _SamePair(real_build(config)[0])
+
+        train_mod.build_dataset = in_memory
+    result = train_mod.train(config, progress=False, verbose=False)
+    records = train_mod.read_log(args.output)
+    warm = next(r for r in records if r["step"] == args.warmup)
+    last = records[-1]
+    steps_per_s = (last["step"] - warm["step"]) / (last["elapsed_s"] - warm["elapsed_s"])
+    print(json.dumps({
+        "steps_per_s": steps_per_s,
+        "pairs_per_s": steps_per_s * args.batch_size,
+        "skipped": sum(r["skipped"] for r in records),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "finished": result.finished,
+    }))
+
+
+def run_child(args, height: int, width: int, precision: str, loader: str, folder: Path) -> dict:
+    output = folder / f"{height}x{width}-{precision}-{loader}"
+    command = [
+        sys.executable, __file__, "--child", "--device", args.device, "--preset", args.preset,
+        "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
+        "--height", str(height), "--width", str(width), "--precision", precision, "--loader", loader,
+        "--output", str(output),
+    ] + (["--quick"] if args.quick else [])
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        return {"error": tail[0][:200]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default=str(default_device()), help="cpu, cuda ... (default: cuda if available)")
+    parser.add_argument("--quick", action="store_true", help="CPU-sized run: half the sizes, few steps, quick data")
+    parser.add_argument("--preset", default="paper", help="network preset (paper, demo, tiny)")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 30, quick 3)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 10, quick 2)")
+    parser.add_argument("--precisions", default="fp32,mixed", help="comma-separated: fp32, mixed, bf16, fp16")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--height", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--width", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--precision", help=argparse.SUPPRESS)
+    parser.add_argument("--loader", choices=("memory", "real"), help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.steps is None:
+        args.steps = 3 if args.quick else 30
+    if args.warmup is None:
+        args.warmup = 2 if args.quick else 10
+    if args.child:
+        return child(args)
+
+    device = torch.device(args.device)
+    sizes = [(128, 128), (180, 320)] if args.quick else [(256, 256), (360, 640)]
+    mixed = "bf16"
+    if device.type == "cuda":
+        mixed = "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
+    precisions = [mixed if p == "mixed" else p for p in args.precisions.split(",")]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+          f"preset {args.preset!r}, batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps, "
+          f"loss network with RANDOM weights (speed only)")
+    print(f"{'size HxW':>9} {'precision':>9} {'excluded':>13} {'included':>13} {'incl/excl':>9} "
+          f"{'peak memory (excl / incl)':>27}")
+    rows = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="reconet-train-bench-") as tmp:
+        for height, width in sizes:
+            for precision in precisions:
+                excluded = run_child(args, height, width, precision, "memory", Path(tmp))
+                included = run_child(args, height, width, precision, "real", Path(tmp))
+                row = {"height": height, "width": width, "precision": precision, "batch_size": args.batch_size,
+                       "loader_excluded": excluded, "loader_included": included}
+                rows.append(row)
+                print(_format(row, device), flush=True)
+    print(f"({time.perf_counter() - started:.0f} s in all; steps/s of the whole training step incl. the VGG-16 loss "
+          f"network; 'peak memory' is {'max_memory_allocated' if device.type == 'cuda' else 'peak RSS'})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": name, "preset": args.preset, "rows": rows}, indent=1))
+
+
+def _format(row: dict, device: torch.device) -> str:
+    ex, inc = row["loader_excluded"], row["loader_included"]
+    size = f"{row['height']}x{row['width']}"
+    if "error" in ex or "error" in inc:
+        return f"{size:>9} {row['precision']:>9}  failed: {ex.get('error') or inc.get('error')}"
+    key = "peak_gpu_mb" if device.type == "cuda" else "peak_rss_mb"
+    memory = f"{ex[key] / 1024:.2f} / {inc[key] / 1024:.2f} GB"
+    return (f"{size:>9} {row['precision']:>9} {ex['steps_per_s']:>7.2f} step/s {inc['steps_per_s']:>7.2f} step/s "
+            f"{inc['steps_per_s'] / ex['steps_per_s']:>9.0%} {memory:>27}")
+
+
+if __name__ == "__main__":
+    main()
