@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,7 @@ CHECKPOINT_PATTERN = re.compile(r"^step_(\d{7,})\.pt$")
 LOG_NAME = "log.jsonl"
 CONFIG_NAME = "config.json"
 LAST_NAME = "last.pt"
+LOCK_NAME = ".train.lock"
 
 
 class TrainingDivergedError(ReconetError):
@@ -755,6 +756,33 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+@contextmanager
+def exclusive(path: str | os.PathLike, *, wait: bool):
+    """Hold an exclusive lock on the file ``path`` (created if needed) for the ``with`` block.
+
+    ``wait=False`` raises UserInputError at once if another process holds it. Where locks are not available
+    (no ``fcntl``, or a file system without locks such as some network drives) the block runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise UserInputError(
+                f"another process is training into {path.parent} right now; wait for it to finish or choose "
+                "another output folder"
+            ) from None
+        except OSError:
+            pass
+        yield  # closing the file releases the lock
+
+
 def read_log(source: str | os.PathLike) -> list[dict]:
     """The records of a ``log.jsonl`` (or of ``<folder>/log.jsonl``), in order."""
     path = Path(source)
@@ -875,13 +903,16 @@ def train(
     autocast_dtype, use_scaler = resolve_precision(config.precision, device)
     procs = _start_processes(device)
     try:
-        return _train(config, device, autocast_dtype, use_scaler, procs, resume, progress, stop_after, verbose)
+        with ExitStack() as locks:
+            return _train(config, device, autocast_dtype, use_scaler, procs, resume, progress, stop_after, verbose,
+                          locks)
     finally:
         if procs.owns_group:
             torch.distributed.destroy_process_group()
 
 
-def _train(config, device, autocast_dtype, use_scaler, procs, resume, progress, stop_after, verbose) -> TrainResult:
+def _train(config, device, autocast_dtype, use_scaler, procs, resume, progress, stop_after, verbose,
+           locks: ExitStack) -> TrainResult:
     from .checkpoint import load_checkpoint, model_checkpoint, save_checkpoint
     from .data import default_num_workers
     from .network import ReCoNet
@@ -899,6 +930,10 @@ def _train(config, device, autocast_dtype, use_scaler, procs, resume, progress, 
     if procs.main:
         procs.barrier()
     stream = SampleStream(dataset, config.seed)
+
+    # One training process per output folder: process 0 holds a lock on it until the run ends.
+    if procs.main:
+        locks.enter_context(exclusive(output / LOCK_NAME, wait=False))
 
     # Where do we start?
     payload = None
@@ -1198,6 +1233,19 @@ def _tutorial_style(quick: bool) -> str:
     return "mosaic"
 
 
+#: Part of the tutorial checkpoints' cache key: bump it to retrain them after a change of the training code.
+TUTORIAL_VERSION = 2
+
+
+def _finished(last: Path, steps: int) -> bool:
+    from .checkpoint import load_checkpoint
+
+    try:
+        return last.is_file() and int(load_checkpoint(last).get("step", -1)) >= steps
+    except ReconetError:
+        return False
+
+
 def ensure_tutorial_checkpoints(quick: bool, device, *, output_dir: str | os.PathLike | None = None,
                                 progress: bool = False) -> dict[str, Path]:
     """The notebooks' two trained models, trained now if they are not cached yet.
@@ -1228,21 +1276,16 @@ def ensure_tutorial_checkpoints(quick: bool, device, *, output_dir: str | os.Pat
     for name, temporal in (("reconet", True), ("baseline", False)):
         config = tutorial_config(quick, device, temporal=temporal, vgg_weights=vgg_weights, style=style)
         identity = {k: v for k, v in config.to_dict().items() if k not in ("output", "device", "num_workers")}
+        identity["tutorial_version"] = TUTORIAL_VERSION
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
         run_dir = folder / f"{name}-{digest}"
         config.output = os.fspath(run_dir)
         last = run_dir / LAST_NAME
-        done = False
-        if last.is_file():
-            from .checkpoint import load_checkpoint
-
-            try:
-                done = int(load_checkpoint(last).get("step", -1)) >= config.steps
-            except ReconetError:
-                done = False
-        if not done:
-            print(f"training the tutorial's {name!r} model ({'quick' if quick else 'full'} mode) into {run_dir}")
-            train(config, resume=True, progress=progress, verbose=False)
+        # Notebooks may run side by side: the first one trains, the others wait for it and reuse the result.
+        with exclusive(folder / f".{run_dir.name}.lock", wait=True):
+            if not _finished(last, config.steps):
+                print(f"training the tutorial's {name!r} model ({'quick' if quick else 'full'} mode) into {run_dir}")
+                train(config, resume=True, progress=progress, verbose=False)
         result[name] = last
     return result
 

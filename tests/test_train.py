@@ -115,6 +115,12 @@ def test_a_folder_with_checkpoints_is_not_overwritten_without_resume(reference_r
         train(tiny_config(pairs_root, output), progress=False, verbose=False)
 
 
+def test_a_folder_another_process_trains_into_is_refused(pairs_root, tmp_path):
+    with train_mod.exclusive(tmp_path / train_mod.LOCK_NAME, wait=False):
+        with pytest.raises(UserInputError, match="another process is training"):
+            train(tiny_config(pairs_root, tmp_path), progress=False, verbose=False)
+
+
 def test_resume_refuses_a_config_that_changes_the_run(reference_run, pairs_root):
     output, _ = reference_run
     with pytest.raises(UserInputError, match="batch_size"):
@@ -140,7 +146,8 @@ def test_checkpoints_load_with_weights_only_only_the_last_k_are_kept_and_no_temp
     output, result = reference_run
     assert [p.name for p in checkpoint_files(output)] == ["step_0000006.pt", "step_0000008.pt"]
     assert result.checkpoint == output / "last.pt"
-    assert not [p for p in output.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    leftovers = [p.name for p in output.iterdir() if p.suffix == ".tmp" or p.name.startswith(".")]
+    assert leftovers == [train_mod.LOCK_NAME]  # the (empty) lock file stays; no temporary file does
     for path in [*checkpoint_files(output), output / "last.pt"]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         for key in ("model", "optimizer", "scheduler", "scaler", "rng", "step", "data_state", "train_config",
