@@ -14,7 +14,7 @@ The network has **random weights**: this measures speed, not style (the arithmet
 
     python benchmarks/video.py               # full: 360x640, 60 and 240 frames
     python benchmarks/video.py --quick       # small: 144x256, 12 and 48 frames
-    python benchmarks/video.py --device cpu --preset demo
+    python benchmarks/video.py --device cpu --preset tiny --size 360x640 --lengths 30 300
 """
 from __future__ import annotations
 
@@ -104,6 +104,9 @@ def main() -> None:
     parser.add_argument("--preset", default="paper", help="network preset (paper, demo, tiny)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--no-half", action="store_true", help="float32 instead of fp16/bf16 autocast")
+    parser.add_argument("--size", type=video.parse_size, default=None, help="frame size HxW (default 360x640)")
+    parser.add_argument("--lengths", type=int, nargs=2, default=None, metavar=("SHORT", "LONG"),
+                        help="the two clip lengths in frames (default 60 240)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--clip", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
@@ -114,7 +117,11 @@ def main() -> None:
         return child(args)
 
     height, width = (144, 256) if args.quick else (360, 640)
-    lengths = (12, 48) if args.quick else (60, 240)
+    if isinstance(args.size, tuple):
+        height, width = args.size
+    elif args.size is not None:
+        parser.error("--size needs HxW, e.g. 360x640")
+    lengths = tuple(args.lengths) if args.lengths else ((12, 48) if args.quick else (60, 240))
     device = torch.device(args.device)
     half = False if args.no_half else None
     precision = video.resolve_precision(device, half)

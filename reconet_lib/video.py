@@ -608,7 +608,7 @@ def show_video(path: str | os.PathLike, width: int = 480, *, loop: bool = True, 
             "write a shorter or smaller clip, or open the file in a video player"
         )
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    attributes = "controls muted playsinline" + (" loop" if loop else "")
+    attributes = "controls playsinline" + (" loop" if loop else "")
     return HTML(
         f'<video width="{int(width)}" {attributes}>'
         f'<source src="data:video/mp4;base64,{data}" type="video/mp4">'
