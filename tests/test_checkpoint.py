@@ -42,6 +42,15 @@ def test_save_leaves_no_temporary_files_and_replaces_atomically(tmp_path, tiny_m
     assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]
 
 
+def test_saved_checkpoint_gets_ordinary_file_permissions(tmp_path, tiny_model):
+    umask = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "m.pt", model_checkpoint(tiny_model, "a", "0" * 64))
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
