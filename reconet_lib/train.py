@@ -1199,9 +1199,13 @@ def tutorial_config(quick: bool, device, *, temporal: bool = True, vgg_weights: 
                     style: str = "mosaic", output: str | os.PathLike = "runs/tutorial") -> TrainConfig:
     """The training run the notebooks use: ReCoNet (``temporal=True``) or the per-frame baseline (lambda_f = lambda_o = 0).
 
-    Quick (CPU): the ``tiny`` preset on the quick synthetic dataset, 64 x 64 crops, batch 2, 100 steps
-    (about 35 CPU-seconds: half a minute on two idle cores). Full (GPU): the ``paper`` preset on the full synthetic dataset,
-    256 x 256 crops, batch 4, 4000 steps with a cosine schedule.
+    Quick (CPU): the ``tiny`` preset on the quick synthetic dataset, 64 x 64 crops, batch 2, 100 steps: 33 CPU
+    seconds (one thread, measured), so about half a minute on two idle cores.
+
+    Full (GPU): the ``paper`` preset on the full synthetic dataset, 256 x 256 crops, batch 4, 4000 steps with a
+    cosine schedule, mixed precision. Not timed on a Colab T4 yet; from the arithmetic (about 2 TFLOP per step:
+    0.9 for the network's forward and backward passes on 8 frames, 1.2 for VGG-16 up to relu4_3 on 8 outputs
+    with gradients and 8 inputs without) expect roughly 0.2-0.3 s per step in fp16, i.e. 15-20 minutes.
     """
     weights = LossWeights()
     if not temporal:
@@ -1368,10 +1372,11 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` that the parsed ``train`` options describe."""
+    stored = Path(args.output or TrainConfig().output) / CONFIG_NAME
     if args.config:
         values = TrainConfig.load(args.config).to_dict()
-    elif args.resume and args.output and (Path(args.output) / CONFIG_NAME).is_file():
-        values = TrainConfig.load(Path(args.output) / CONFIG_NAME).to_dict()
+    elif args.resume and stored.is_file():
+        values = TrainConfig.load(stored).to_dict()
     else:
         values = TrainConfig().to_dict()
     simple = {
