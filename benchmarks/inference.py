@@ -12,8 +12,12 @@ channels_last, the last layer rewritten as a space-to-depth convolution on the C
 ``torch.compile`` (fuses padding, instance normalisation and ReLU; every new input shape compiles again, so on the
 CPU it runs at batch 1 only, and with ``--quick`` at 640x360 only). A mode that fails prints ``n/a: reason``.
 
-On the CPU the "busy" column is process CPU time / (wall time x threads): well below 100 % means other programs
-took the cores during the measurement and the numbers understate the machine. Nothing here asserts a target.
+On a shared CPU, other programs take turns on the cores and wall-clock numbers understate the machine. So the
+CPU table adds "busy" (process CPU time / (wall time x threads): the share of the cores we got), "f/s idle"
+(frames per CPU-second x threads: an estimate for a quiet machine) and computes "% peak" from CPU time for both
+the network and the matmul, which keeps that ratio meaningful under load. OpenMP threads that spin while waiting
+for a descheduled sibling count as busy, so under heavy load these estimates are pessimistic. Nothing here asserts
+a target.
 """
 from __future__ import annotations
 
@@ -40,27 +44,41 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, repeats: int) -> float:
+@dataclass
+class Rate:
+    wall: float  # GFLOP/s by the wall clock
+    cores: float | None  # CPU only: GFLOP/s per process CPU time x threads (what the cores did while we had them)
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, repeats: int) -> Rate:
     """GFLOP/s of an ``n x n`` by ``n x n`` matrix multiply (2 n^3 FLOPs), best of ``repeats`` timings."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
+    best_wall = best_cpu = float("inf")
     with torch.inference_mode():
         a @ b
         synchronize(device)
-        best = float("inf")
         for _ in range(repeats):
-            start = time.perf_counter()
+            cpu, start = time.process_time(), time.perf_counter()
             a @ b
             synchronize(device)
-            best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+            best_wall = min(best_wall, time.perf_counter() - start)
+            best_cpu = min(best_cpu, (time.process_time() - cpu) / torch.get_num_threads())
+    flops = 2 * n**3 / 1e9
+    return Rate(flops / best_wall, flops / best_cpu if device.type == "cpu" else None)
 
 
 @dataclass
 class Timing:
     seconds: float  # median wall time of one call (one batch)
-    busy: float | None  # CPU only: process CPU time / (wall time x threads)
+    mean_seconds: float  # mean wall time of one call
+    core_seconds: float | None  # CPU only: mean process CPU time of one call / threads
     first_call: float  # wall time of the first call (includes compilation)
+
+    @property
+    def busy(self) -> float | None:
+        """Share of the cores this process got while timing (CPU only); 1 = it had them all."""
+        return None if self.core_seconds is None else self.core_seconds / self.mean_seconds
 
 
 def time_calls(fn: Callable, x: torch.Tensor, device: torch.device, warmup: int, min_time: float,
@@ -75,16 +93,14 @@ def time_calls(fn: Callable, x: torch.Tensor, device: torch.device, warmup: int,
             fn(x)
         synchronize(device)
         times: list[float] = []
-        cpu_start, wall_start = time.process_time(), time.perf_counter()
+        cpu_start = time.process_time()
         while len(times) < min_iters or sum(times) < min_time:
             start = time.perf_counter()
             fn(x)
             synchronize(device)
             times.append(time.perf_counter() - start)
-        wall = time.perf_counter() - wall_start
-        cpu = time.process_time() - cpu_start
-    busy = cpu / (wall * torch.get_num_threads()) if device.type == "cpu" else None
-    return Timing(statistics.median(times), busy, first)
+        cpu = (time.process_time() - cpu_start) / len(times) / torch.get_num_threads()
+    return Timing(statistics.median(times), statistics.mean(times), cpu if device.type == "cpu" else None, first)
 
 
 @dataclass
@@ -188,17 +204,22 @@ def main(argv: list[str] | None = None) -> int:
     precisions = {"fp32": torch.float32, "bf16": torch.bfloat16}
     if gpu:
         precisions["fp16"] = torch.float16
-    rates = {}
+    rates: dict[str, Rate] = {}
     for key, dtype in precisions.items():
-        rates[key] = matmul_rate(device, dtype, n, repeats)
-        note = " (TF32 off)" if gpu and key == "fp32" and not torch.backends.cuda.matmul.allow_tf32 else ""
-        print(f"# matmul {n}x{n} {key}{note}: {rates[key]:,.0f} GFLOP/s")
+        rates[key] = rate = matmul_rate(device, dtype, n, repeats)
+        cores = f" (per CPU time: {rate.cores:,.0f})" if rate.cores is not None else ""
+        print(f"# matmul {n}x{n} {key}: {rate.wall:,.0f} GFLOP/s{cores}")
+    if gpu and torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32:
+        print("# (float32 convolutions use TF32 in cuDNN by default, the fp32 matmul above does not: "
+              "their '% peak' can exceed 100)")
     if not gpu:
         print("# (float16 is not timed on the CPU: without AVX512-FP16 it is emulated and slow)")
+        print("# busy: share of the cores we got; 'f/s idle' and '% peak' use process CPU time, i.e. what the")
+        print("# cores did while we had them (an estimate of a quiet machine; OpenMP spin-waits make it pessimistic)")
 
     # 2. the network
-    header = f"{'mode':42s} {'size':>8s} {'batch':>5s} {'ms/batch':>9s} {'frames/s':>9s} {'GFLOP/s':>8s} {'% peak':>7s}"
-    header += "" if gpu else f" {'busy':>5s}"
+    header = f"{'mode':42s} {'size':>8s} {'batch':>5s} {'ms/batch':>9s} {'frames/s':>9s} {'GFLOP/s':>8s}"
+    header += f" {'% peak':>7s}" if gpu else f" {'busy':>5s} {'f/s idle':>8s} {'% peak':>7s}"
     print()
     print(header)
     print("-" * len(header))
@@ -220,11 +241,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{mode.name:42s} {w:>4d}x{h:<3d} {batch:5d} n/a: {short_reason(exc)}")
                 break
             fps = batch / timing.seconds
-            gflops = count_flops(model, h, w) * batch / timing.seconds / 1e9
+            flops = count_flops(model, h, w) * batch / 1e9
             line = (f"{mode.name:42s} {w:>4d}x{h:<3d} {batch:5d} {timing.seconds * 1e3:9.1f} {fps:9.2f} "
-                    f"{gflops:8.0f} {100 * gflops / rates[mode.precision]:6.0f}%")
-            if timing.busy is not None:
-                line += f" {100 * timing.busy:4.0f}%"
+                    f"{flops / timing.seconds:8.0f}")
+            rate = rates[mode.precision]
+            if timing.core_seconds is None:
+                line += f" {100 * flops / timing.seconds / rate.wall:6.0f}%"
+            else:
+                line += (f" {100 * timing.busy:4.0f}% {batch / timing.core_seconds:8.2f}"
+                         f" {100 * flops / timing.core_seconds / rate.cores:6.0f}%")
             if mode.compiled:
                 line += f"  (first call {timing.first_call:.0f} s)"
             print(line, flush=True)

@@ -48,6 +48,7 @@ every option against the machine's matrix-multiply rate.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass, fields
 
@@ -458,9 +459,9 @@ class SpaceToDepthConv(nn.Module):
                                     scattered[:, py, px, :, qy, qx, by, bx] = weight[:, :, dy, dx]
         self.factor = f
         self.padding = k // 2
-        self.weight = nn.Parameter(scattered.reshape(c_out * f * f, c_in * f * f, big_k, big_k), requires_grad=False)
-        self.bias = nn.Parameter(conv.bias.detach().float().repeat_interleave(f * f).view(1, -1, 1, 1),
-                                 requires_grad=False)
+        # buffers, not parameters: this is an inference-only rewrite of trained weights
+        self.register_buffer("weight", scattered.reshape(c_out * f * f, c_in * f * f, big_k, big_k))
+        self.register_buffer("bias", conv.bias.detach().float().repeat_interleave(f * f).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -483,15 +484,14 @@ class InferenceReCoNet(nn.Module):
 
     def __init__(self, model: ReCoNet, dtype: torch.dtype, device: torch.device, space_to_depth: bool) -> None:
         super().__init__()
-        import copy
-
         net = copy.deepcopy(model).eval().requires_grad_(False)
-        last = SpaceToDepthConv(net.decoder[-1]) if space_to_depth else None
-        net.decoder = net.decoder[:-1] if space_to_depth else net.decoder
+        self.last = None
+        if space_to_depth:
+            self.last = SpaceToDepthConv(net.decoder[-1])
+            self.last.weight = self.last.weight.to(device, dtype).contiguous(memory_format=torch.channels_last)
+            self.last.bias = self.last.bias.to(device)  # stays float32
+            net.decoder = net.decoder[:-1]
         self.net = net.to(device=device, dtype=dtype, memory_format=torch.channels_last)
-        self.last = None if last is None else last.to(device=device, memory_format=torch.channels_last)
-        if self.last is not None:
-            self.last.weight.data = self.last.weight.data.to(dtype).contiguous(memory_format=torch.channels_last)
         self.config = model.config
         self.dtype = dtype
 
@@ -508,14 +508,21 @@ class InferenceReCoNet(nn.Module):
         return (0.5 + (0.5 * self.config.output_scale) * torch.tanh(z)).clamp(0.0, 1.0)
 
 
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), so that bfloat16 beats float32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private torch helpers; absent = unknown
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
                            compile: bool = False, space_to_depth: bool | None = None) -> nn.Module:
     """The fastest way we found to run a trained ReCoNet on ``device`` (the model itself is left untouched).
 
     What it does:
 
-    * half precision weights and activations: ``bfloat16`` on the CPU (fast only on CPUs with AVX512-BF16/AMX;
-      elsewhere pass ``dtype=torch.float32``), ``float16`` on CUDA; the output head stays float32;
+    * half precision weights and activations: ``bfloat16`` on CPUs with native bfloat16 arithmetic (AVX512-BF16
+      or AMX; float32 on other CPUs, where bfloat16 is emulated and slower), ``float16`` on CUDA; the output
+      head stays float32;
     * channels-last memory layout (what oneDNN and cuDNN convolutions want; no layout conversions in between);
     * on the CPU, the last 9x9 convolution to 3 channels rewritten by :class:`SpaceToDepthConv`;
     * ``compile=True``: ``torch.compile`` with weight freezing, which fuses padding, instance normalisation and
@@ -525,7 +532,7 @@ def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = N
     Args:
         model: a :class:`ReCoNet` (any mode; the copy is put in eval mode).
         device: where to run (default: the model's device).
-        dtype: compute dtype (default: bfloat16 on CPU, float16 on CUDA).
+        dtype: compute dtype (default: see above).
         compile: wrap the result in ``torch.compile``.
         space_to_depth: rewrite the last layer (default: on for CPU, off for CUDA).
     Returns:
@@ -536,7 +543,7 @@ def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = N
         raise UserInputError(f"optimize_for_inference expects a ReCoNet; got {type(model).__name__}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if dtype is None:
-        dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        dtype = torch.float16 if device.type == "cuda" else (torch.bfloat16 if cpu_has_bfloat16() else torch.float32)
     if space_to_depth is None:
         space_to_depth = device.type == "cpu"
     fast = InferenceReCoNet(model, dtype=dtype, device=device, space_to_depth=space_to_depth)
