@@ -103,8 +103,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="CPU-sized run: half the sizes, few steps, quick data")
     parser.add_argument("--preset", default="paper", help="network preset (paper, demo, tiny)")
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 30, quick 3)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 10, quick 2)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 30, quick 2)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 10, quick 1)")
     parser.add_argument("--precisions", default="fp32,mixed", help="comma-separated: fp32, mixed, bf16, fp16")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -115,9 +115,9 @@ def main() -> None:
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.steps is None:
-        args.steps = 3 if args.quick else 30
+        args.steps = 2 if args.quick else 30
     if args.warmup is None:
-        args.warmup = 2 if args.quick else 10
+        args.warmup = 1 if args.quick else 10
     if args.child:
         return child(args)
 
