@@ -40,7 +40,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +53,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import flow as flowio
 from .errors import UserInputError
+from .files import atomic_output, atomic_write_text
 from .warp import consistency_mask, inside_mask
 
 #: The keys of a pair sample, in documentation order.
@@ -791,19 +791,6 @@ def _fingerprint(clip: Path) -> dict:
     }
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class VideoFolderPairs(Dataset):
     """Pairs from the user's own videos, with optical flow estimated once and cached on disk.
 
@@ -928,7 +915,8 @@ class VideoFolderPairs(Dataset):
             flow, valid = flow.float().cpu().numpy(), (valid.cpu().numpy()[:, 0] >= 1).astype(np.uint8)
             for j, (c, p, name) in enumerate(pending):
                 arrays = {"current": c, "previous": p, "flow": flow[j], "valid": valid[j]}
-                _atomic_write_bytes(folder / f"pair_{len(names):06d}.npz", lambda f: np.savez_compressed(f, **arrays))
+                with atomic_output(folder / f"pair_{len(names):06d}.npz") as handle:
+                    np.savez_compressed(handle, **arrays)
                 names.append(name)
                 bar.update(1)
             pending.clear()
@@ -954,7 +942,7 @@ class VideoFolderPairs(Dataset):
         manifest = {
             "source": str(clip), "method": self.method, "size": self.size, "stride": self.stride, "names": names
         }
-        _atomic_write_bytes(folder / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+        atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1))
         return manifest
 
     # ---------------------------------------------------------------------------------------------- reading

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from .config import data_dir
 from .errors import ReconetError, UserInputError
+from .files import atomic_write_text
 
 #: Environment variable naming a mirror: a local folder or a base URL that holds files by their file name.
 MIRROR_ENV = "RECONET_MIRROR"
@@ -287,18 +288,7 @@ def _is_verified(res: Resource, final: Path) -> bool:
 def _write_stamp(final: Path, digest: str) -> None:
     st = final.stat()
     record = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
-    _atomic_write_text(_stamp_path(final), json.dumps(record))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(_stamp_path(final), json.dumps(record))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -563,7 +553,7 @@ def extract(
         _merge_into(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _atomic_write_text(stamp, json.dumps(record))
+    atomic_write_text(stamp, json.dumps(record))
     return target
 
 

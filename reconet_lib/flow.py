@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserInputError
+from .files import atomic_write_bytes
 
 #: The first four bytes of a Middlebury ``.flo`` file; read as a little-endian float32 they are 202021.25.
 FLO_TAG = b"PIEH"
@@ -95,22 +95,6 @@ def known_valid(flow: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------------
 # Atomic writing and size checks shared by both formats
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _write_atomic(path: Path, chunks: list[bytes]) -> None:
-    """Write ``chunks`` to a temporary file next to ``path``, then move it into place in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _check_dimensions(path: Path, width: int, height: int, kind: str) -> None:
@@ -216,7 +200,7 @@ def write_flo(path, flow) -> None:
         raise UserInputError(f"write_flo: {width} x {height} is larger than the readers accept ({MAX_DIMENSION})")
     data = array.astype("<f4", copy=True)
     data[~np.isfinite(data).all(axis=-1)] = UNKNOWN_FLOW_VALUE
-    _write_atomic(Path(path), [_FLO_HEADER.pack(FLO_TAG, width, height), np.ascontiguousarray(data).tobytes()])
+    atomic_write_bytes(path, _FLO_HEADER.pack(FLO_TAG, width, height) + np.ascontiguousarray(data).tobytes())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -309,7 +293,7 @@ def write_pfm(path, array, *, byteorder: str = "little") -> None:
     scale = "-1.0" if byteorder == "little" else "1.0"
     data = np.ascontiguousarray(array[::-1], dtype="<f4" if byteorder == "little" else ">f4")
     header = f"{kind}\n{width} {height}\n{scale}\n".encode("ascii")
-    _write_atomic(Path(path), [header, data.tobytes()])
+    atomic_write_bytes(path, header + data.tobytes())
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import torch
 from . import download
 from .config import data_dir
 from .errors import ReconetError, UserInputError
+from .files import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def style_path(name: str, *, mirror: str | os.PathLike | None = None) -> Path:
             "changed without updating the catalog. Please report this."
         )
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data)
     return path
 
 
@@ -373,14 +373,3 @@ def _sha256(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from .errors import UserInputError
+from .files import atomic_write_text
 from .warp import inside_mask
 
 #: Pass folders :func:`write_sintel_layout` can write (the generator has no render effects: both get the same frames).
@@ -575,18 +576,6 @@ def _mask_png(occluded: np.ndarray) -> np.ndarray:
     return occluded.astype(np.uint8) * 255
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _replace_dir(source: Path, destination: Path) -> None:
     """Move folder ``source`` to ``destination``, replacing an existing folder there."""
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -678,7 +667,7 @@ def write_sintel_layout(
         "passes": list(passes),
         "config": sequence.config.to_dict(),
     }
-    _atomic_write_text(record_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(record_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return root
 
 

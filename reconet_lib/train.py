@@ -36,8 +36,6 @@ import math
 import os
 import random
 import re
-import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -51,6 +49,7 @@ import torch.nn as nn
 
 from . import losses
 from .errors import ReconetError, UserInputError
+from .files import atomic_write_text
 from .losses import LOSS_TERMS, LossWeights
 
 #: Dataset kinds a data source may name, and the class that reads each (see :func:`build_dataset`).
@@ -282,7 +281,7 @@ class TrainConfig:
             import yaml
 
             text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        _atomic_write_text(path, text)
+        atomic_write_text(path, text)
         return path
 
     @classmethod
@@ -744,18 +743,6 @@ def _prune(output_dir: Path, keep_last: int) -> None:
 # ==============================================================================================================
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @contextmanager
 def exclusive(path: str | os.PathLike, *, wait: bool):
     """Hold an exclusive lock on the file ``path`` (created if needed) for the ``with`` block.
@@ -806,7 +793,7 @@ def _truncate_log(path: Path, last_step: int) -> None:
     if not path.is_file():
         return
     kept = [r for r in read_log(path) if r.get("step", 0) <= last_step]
-    _atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 _LOGGED = ("total", *LOSS_TERMS, *(f"{t}_raw" for t in LOSS_TERMS))

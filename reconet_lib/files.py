@@ -1,0 +1,65 @@
+"""Atomic file writes: a file appears under its final name complete, or not at all.
+
+Every writer of the library (flow files, checkpoints, caches, stamps, logs) goes through
+:func:`atomic_output`: it writes a temporary file in the destination folder, flushes it to disk and
+renames it over the destination in one step. An interruption leaves the previous file (if any) intact
+and no temporary file behind.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """Open a temporary file next to ``path`` for writing; on success move it onto ``path``.
+
+    Missing parent folders are created. The file gets the usual permissions (``0o666`` minus the umask),
+    not the owner-only mode of :func:`tempfile.mkstemp`.
+
+    Args:
+        path: final file name.
+        mode: ``"wb"`` or ``"w"``.
+        encoding: text encoding for ``mode="w"`` (default UTF-8).
+    Yields:
+        the open temporary file.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_output writes new files; mode must be 'wb' or 'w', not {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        with os.fdopen(fd, mode, encoding=(encoding or "utf-8") if mode == "w" else None) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path, "wb") as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path, "w") as handle:
+        handle.write(text)
+    return Path(path)
