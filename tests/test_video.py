@@ -298,6 +298,22 @@ def test_stylize_video_matches_the_model_applied_frame_by_frame(tmp_path, tiny_m
     assert np.abs(written.astype(int) - expected).max() <= 1
 
 
+def test_stylize_video_in_half_precision_on_cpu_uses_the_optimised_network(tmp_path, tiny_model, monkeypatch):
+    from reconet_lib import network
+
+    calls = []
+    real = network.optimize_for_inference
+    monkeypatch.setattr(video, "optimize_for_inference", lambda *a, **k: calls.append(k) or real(*a, **k))
+    clip = smooth_clip(frames=4)
+    video.stylize_video(tiny_model, clip, tmp_path / "frames", batch_size=2, half=True, progress=False)
+    assert len(calls) == 1 and calls[0]["dtype"] == torch.bfloat16
+    written = np.stack(list(video.read_frames(tmp_path / "frames"))).astype(int)
+    with torch.inference_mode():
+        x = torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255
+        expected = (tiny_model.eval()(x) * 255).round().permute(0, 2, 3, 1).numpy()
+    assert np.abs(written - expected).mean() < 2.0  # bf16 rounding, no change of content
+
+
 def test_stylize_video_side_by_side_doubles_the_width_and_shows_the_input_left(tmp_path, tiny_model):
     clip = smooth_clip(frames=3)
     video.stylize_video(tiny_model, clip, tmp_path / "sbs", side_by_side=True, progress=False)
