@@ -15,6 +15,16 @@ from typing import IO, Iterator
 
 
 def _current_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux ``/proc``).
+
+    Setting and restoring it (the portable way) briefly changes process-wide state that other threads see.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -410,17 +410,20 @@ def _check_temporal(current: torch.Tensor, flow: torch.Tensor, valid: torch.Tens
         raise ValueError(f"{what}: batch sizes differ ({current.shape[0]} vs flow {flow.shape[0]})")
 
 
-def _to_feature_grid(flow: torch.Tensor, valid: torch.Tensor, size: tuple[int, int]):
+def _to_feature_grid(flow: torch.Tensor, valid: torch.Tensor, size: tuple[int, int], stride: int | None = None):
     """Flow and valid mask at image resolution ``(H, W)`` -> the feature grid ``(h, w)``.
 
     A stride-s encoder that pads its input at the bottom/right to a multiple of s (as ReCoNet does) has
     ``h = ceil(H / s)``, and cell ``i`` lies over pixels ``[s i, s i + s)``. The flow is therefore first padded
     to ``(s h, s w)`` (border values repeated; the padded pixels are marked invalid) and then shrunk by exactly
     ``1 / s``, so that cell centres and flow vectors line up for any image size. When ``(h, w)`` is not such a
-    grid, the field is resized from ``(H, W)`` directly.
+    grid, the field is resized from ``(H, W)`` directly. ``stride`` is the encoder's (4 for ReCoNet); without
+    it, it is inferred as ``max(ceil(H / h), ceil(W / w))``, which is ambiguous for tiny images (a 9 x 9 image
+    on a 3 x 3 grid could be stride 3 or 4).
     """
     (big_h, big_w), (h, w) = flow.shape[-2:], size
-    stride = max(-(-big_h // h), -(-big_w // w))  # ceil(H / h), ceil(W / w): the larger is the stride
+    if stride is None or (-(-big_h // stride), -(-big_w // stride)) != (h, w):
+        stride = max(-(-big_h // h), -(-big_w // w))  # ceil(H / h), ceil(W / w): the larger is the stride
     pad_h, pad_w = h * stride - big_h, w * stride - big_w
     if 0 <= pad_h < stride and 0 <= pad_w < stride and (pad_h or pad_w):
         flow = F.pad(flow, (0, pad_w, 0, pad_h), mode="replicate")
@@ -433,6 +436,8 @@ def feature_temporal_loss(
     feat_prev: torch.Tensor,
     flow: torch.Tensor,
     valid: torch.Tensor,
+    *,
+    stride: int | None = 4,
 ) -> torch.Tensor:
     """ReCoNet's feature-map temporal loss ``mean(valid_f * (F_t - W_f(F_prev))^2)`` (a float32 scalar).
 
@@ -451,11 +456,12 @@ def feature_temporal_loss(
         feat_t, feat_prev: ``(B, C, h, w)`` encoder features of the current and previous frames.
         flow: ``(B, 2, H, W)`` current -> previous, pixels, image resolution.
         valid: ``(B, 1, H, W)`` image resolution, 1 = current pixel visible in the previous frame.
+        stride: the encoder's downsampling factor (ReCoNet: 4); ``None`` infers it from the two sizes.
     """
     _check_temporal(feat_t, flow, valid, "feature_temporal_loss")
     if feat_t.shape != feat_prev.shape:
         raise ValueError(f"feature_temporal_loss: {tuple(feat_t.shape)} vs {tuple(feat_prev.shape)}")
-    flow_f, valid_f = _to_feature_grid(flow.float(), valid.float(), tuple(feat_t.shape[-2:]))
+    flow_f, valid_f = _to_feature_grid(flow.float(), valid.float(), tuple(feat_t.shape[-2:]), stride)
     warped, inside = warp(feat_prev.float(), flow_f, return_valid=True)
     diff = feat_t.float() - warped
     return (valid_f * inside * diff * diff).mean()

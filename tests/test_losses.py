@@ -467,3 +467,17 @@ def test_pair_losses_with_the_tiny_reconet_vanish_for_a_still_pair(vgg):
     assert result["feature_temporal_raw"].item() > 1e-4 and result["output_temporal_raw"].item() > 1e-4
     result["total"].backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("size", [5, 6, 9])
+def test_feature_flow_uses_the_encoder_stride_for_tiny_images(size):
+    # A 9 x 9 image has a 3 x 3 feature grid: stride 4 (ReCoNet), not the 3 that 9 / 3 suggests.
+    g = torch.Generator().manual_seed(0)
+    cells = -(-size // 4)
+    feat_prev = torch.rand(1, 4, cells, cells + 1, generator=g)
+    feat_t = feat_prev[..., 1:].clone()  # feature cell x of frame t shows cell x + 1 of the previous frame
+    feat_prev = feat_prev[..., :-1]
+    flow = torch.zeros(1, 2, size, size)
+    flow[:, 0] = 4.0  # one feature cell = four pixels
+    valid = torch.ones(1, 1, size, size)
+    assert feature_temporal_loss(feat_t, feat_prev, flow, valid) == 0
