@@ -162,16 +162,6 @@ def check_sample(sample: dict) -> None:
 # ==============================================================================================================
 
 
-def _size_pair(size, what: str) -> tuple[int, int]:
-    try:
-        h, w = (int(s) for s in size)
-    except (TypeError, ValueError):
-        raise UserInputError(f"{what}: size must be (height, width); got {size!r}") from None
-    if h <= 0 or w <= 0:
-        raise UserInputError(f"{what}: size must be positive; got {(h, w)}")
-    return h, w
-
-
 def resize_pair(sample: dict, size: tuple[int, int]) -> dict:
     """Resize a pair to ``size = (h, w)``.
 
@@ -189,7 +179,7 @@ def resize_pair(sample: dict, size: tuple[int, int]) -> dict:
     Returns:
         a new sample of size ``(h, w)`` (same ``name``).
     """
-    h, w = _size_pair(size, "resize_pair")
+    h, w = flowio.size_pair(size, "resize_pair")
     if tuple(sample["current"].shape[-2:]) == (h, w):
         return dict(sample)
     images = torch.stack([sample["current"], sample["previous"]])
@@ -215,7 +205,7 @@ def random_crop_pair(sample: dict, size: tuple[int, int], generator: torch.Gener
     Returns:
         a new sample of size ``(h, w)``.
     """
-    h, w = _size_pair(size, "random_crop_pair")
+    h, w = flowio.size_pair(size, "random_crop_pair")
     height, width = sample["current"].shape[-2:]
     if h > height or w > width:
         raise UserInputError(
@@ -272,9 +262,9 @@ class PairAugment:
 
     def __post_init__(self) -> None:
         if self.size is not None:
-            self.size = _size_pair(self.size, "PairAugment.size")
+            self.size = flowio.size_pair(self.size, "PairAugment.size")
         if self.crop is not None:
-            self.crop = _size_pair(self.crop, "PairAugment.crop")
+            self.crop = flowio.size_pair(self.crop, "PairAugment.crop")
         if not 0.0 <= float(self.flip_probability) <= 1.0:
             raise UserInputError(f"PairAugment.flip_probability must be in [0, 1]; got {self.flip_probability!r}")
         low, high = (float(s) for s in self.scale_range)
@@ -852,7 +842,7 @@ class VideoFolderPairs(Dataset):
         self.cache_dir = Path(cache_dir).expanduser()
         self.method, self.stride, self.max_pairs = method, int(stride), max_pairs
         if size is not None and not isinstance(size, int):
-            size = _size_pair(size, "VideoFolderPairs")
+            size = flowio.size_pair(size, "VideoFolderPairs")
         self.size = size
         self.augment, self.seed = augment, int(seed)
         self.device, self.estimate_options = device, dict(estimate_options or {})

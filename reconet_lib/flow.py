@@ -366,6 +366,17 @@ def _check_flow_batch(flow: torch.Tensor, what: str) -> None:
         raise UserInputError(f"{what} needs a flow tensor (B, 2, H, W); got {shape}")
 
 
+def size_pair(size, what: str) -> tuple[int, int]:
+    """Check a ``(height, width)`` pair of positive integers; ``what`` names the caller in the error."""
+    try:
+        h, w = (int(s) for s in size)
+    except (TypeError, ValueError):
+        raise UserInputError(f"{what}: size must be (height, width); got {size!r}") from None
+    if h <= 0 or w <= 0:
+        raise UserInputError(f"{what}: size must be positive; got {(h, w)}")
+    return h, w
+
+
 def resize_flow(flow: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
     """Resize a flow field and rescale its vectors: ``u *= w / W``, ``v *= h / H``.
 
@@ -382,12 +393,7 @@ def resize_flow(flow: torch.Tensor, size: tuple[int, int], mode: str = "bilinear
     _check_flow_batch(flow, "resize_flow")
     if mode not in ("bilinear", "nearest", "area"):
         raise UserInputError(f"resize_flow: mode must be 'bilinear', 'nearest' or 'area'; got {mode!r}")
-    try:
-        h, w = (int(s) for s in size)
-    except (TypeError, ValueError):
-        raise UserInputError(f"resize_flow: size must be (height, width); got {size!r}") from None
-    if h <= 0 or w <= 0:
-        raise UserInputError(f"resize_flow: size must be positive; got {(h, w)}")
+    h, w = size_pair(size, "resize_flow")
     old_h, old_w = flow.shape[-2:]
     kwargs = {"align_corners": False} if mode == "bilinear" else {}
     resized = F.interpolate(flow, size=(h, w), mode=mode, **kwargs)
