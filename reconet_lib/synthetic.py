@@ -42,12 +42,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import sintel
 from .errors import UserInputError
 from .files import atomic_write_text
 from .warp import inside_mask
 
 #: Pass folders :func:`write_sintel_layout` can write (the generator has no render effects: both get the same frames).
-PASSES = ("clean", "final")
+PASSES = sintel.PASSES
 #: Folder (under the layout root) with one JSON record per complete scene; it is written last.
 RECORD_DIR = "synthetic_records"
 _RECORD_FORMAT = "reconet-synthetic-scene"
@@ -554,28 +555,6 @@ def _check_passes(passes: Sequence[str]) -> tuple[str, ...]:
     return passes
 
 
-def _expected_files(num_frames: int, passes: Sequence[str]) -> dict[str, list[str]]:
-    """File names per layout folder for a scene of ``num_frames`` frames."""
-    frames = [f"frame_{i:04d}.png" for i in range(1, num_frames + 1)]
-    files = {p: frames for p in passes}
-    files["flow"] = [f"frame_{i:04d}.flo" for i in range(1, num_frames)]
-    files["occlusions"] = [f"frame_{i:04d}.png" for i in range(1, num_frames)]
-    files["flow_backward"] = [f"frame_{i:04d}.flo" for i in range(2, num_frames + 1)]
-    files["occlusions_backward"] = [f"frame_{i:04d}.png" for i in range(2, num_frames + 1)]
-    return files
-
-
-def _save_png(path: Path, array: np.ndarray) -> None:
-    from PIL import Image
-
-    Image.fromarray(array).save(path, format="PNG")
-
-
-def _mask_png(occluded: np.ndarray) -> np.ndarray:
-    """``(H, W)`` bool -> uint8 image, 255 where True."""
-    return occluded.astype(np.uint8) * 255
-
-
 def _replace_dir(source: Path, destination: Path) -> None:
     """Move folder ``source`` to ``destination``, replacing an existing folder there."""
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -606,7 +585,7 @@ def write_sintel_layout(
 ) -> Path:
     """Write a sequence in the MPI Sintel training layout under ``root`` (which plays Sintel's ``training``).
 
-    Files (k counts frames from 1, as Sintel does): ``<pass>/<scene>/frame_%04d.png`` for k = 1..T;
+    The layout's names and polarity come from :mod:`reconet_lib.sintel`. Files (k counts frames from 1, as Sintel does): ``<pass>/<scene>/frame_%04d.png`` for k = 1..T;
     ``flow/<scene>/frame_%04d.flo`` = flow k -> k+1 and ``occlusions/<scene>/frame_%04d.png`` (255 where a
     pixel of frame k is not visible in k+1, 0 elsewhere) for k = 1..T-1; ``flow_backward/<scene>/`` = flow
     k -> k-1 and ``occlusions_backward/<scene>/`` (255 where a pixel of frame k is not visible in k-1) for
@@ -638,23 +617,24 @@ def write_sintel_layout(
 
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{scene}-", dir=root))
     try:
-        folders = {name: staging / name for name in _expected_files(t, passes)}
+        folders = {name: staging / name for name in sintel.scene_files(t, passes)}
         for folder in folders.values():
             folder.mkdir()
-        for k in range(t - 1):  # pair k joins frames k+1 and k+2 in Sintel's numbering
-            write_flo(folders["flow"] / f"frame_{k + 1:04d}.flo", sequence.flow_forward[k])
-            write_flo(folders["flow_backward"] / f"frame_{k + 2:04d}.flo", sequence.flow_backward[k])
-            # Sintel's polarity: 255 (white) = occluded.
-            _save_png(folders["occlusions"] / f"frame_{k + 1:04d}.png", _mask_png(sequence.occlusion_forward[k]))
-            backward = _mask_png(sequence.occlusion_backward[k])
-            _save_png(folders["occlusions_backward"] / f"frame_{k + 2:04d}.png", backward)
-        for k in range(t):
-            _save_png(folders[passes[0]] / f"frame_{k + 1:04d}.png", sequence.frames[k])
+        for k in range(1, t):  # Sintel numbering: the pair joins frames k and k+1 (array indices k-1 and k)
+            for step, flows, occluded, stored_under in (
+                (1, sequence.flow_forward, sequence.occlusion_forward, k),
+                (-1, sequence.flow_backward, sequence.occlusion_backward, k + 1),
+            ):
+                name = sintel.frame_name(stored_under)
+                write_flo(folders[sintel.flow_folder(step)] / sintel.frame_name(stored_under, ".flo"), flows[k - 1])
+                sintel.write_png(folders[sintel.occlusion_folder(step)] / name, sintel.mask_png(occluded[k - 1]))
+        for k in range(1, t + 1):
+            sintel.write_png(folders[passes[0]] / sintel.frame_name(k), sequence.frames[k - 1])
         for extra in passes[1:]:
             for name in os.listdir(folders[passes[0]]):
                 shutil.copyfile(folders[passes[0]] / name, folders[extra] / name)
 
-        for name in ("flow", "flow_backward", "occlusions", "occlusions_backward", *passes):
+        for name in (*(n for n in folders if n not in passes), *passes):  # frames last
             _replace_dir(folders[name], root / name / scene)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -689,7 +669,7 @@ def scene_is_complete(
         or not set(passes) <= set(record.get("passes", ()))
     ):
         return False
-    for folder, names in _expected_files(config.frames, passes).items():
+    for folder, names in sintel.scene_files(config.frames, passes).items():
         if not all((root / folder / scene / name).is_file() for name in names):
             return False
     return True
