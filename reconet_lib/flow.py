@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from .errors import UserInputError
 from .files import atomic_write_bytes
+from .sizes import size_pair  # re-exported: data.py checks its pair sizes through flow.size_pair
 
 #: The first four bytes of a Middlebury ``.flo`` file; read as a little-endian float32 they are 202021.25.
 FLO_TAG = b"PIEH"
@@ -364,17 +365,6 @@ def _check_flow_batch(flow: torch.Tensor, what: str) -> None:
     if not isinstance(flow, torch.Tensor) or flow.dim() != 4 or flow.shape[1] != 2:
         shape = tuple(flow.shape) if hasattr(flow, "shape") else type(flow).__name__
         raise UserInputError(f"{what} needs a flow tensor (B, 2, H, W); got {shape}")
-
-
-def size_pair(size, what: str) -> tuple[int, int]:
-    """Check a ``(height, width)`` pair of positive integers; ``what`` names the caller in the error."""
-    try:
-        h, w = (int(s) for s in size)
-    except (TypeError, ValueError):
-        raise UserInputError(f"{what}: size must be (height, width); got {size!r}") from None
-    if h <= 0 or w <= 0:
-        raise UserInputError(f"{what}: size must be positive; got {(h, w)}")
-    return h, w
 
 
 def resize_flow(flow: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:

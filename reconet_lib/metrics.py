@@ -415,7 +415,8 @@ def load_frames(source, size: int | tuple[int, int] | None = None) -> torch.Tens
             ``(T, H, W, 3)`` uint8 array (or tensor).
         size: ``None`` (keep), the longer side, or ``(H, W)``, as :func:`reconet_lib.video.read_frames`.
     """
-    from .video import read_frames, target_size
+    from .sizes import resolve_size
+    from .video import read_frames
 
     if isinstance(source, torch.Tensor) and source.is_floating_point():
         frames = source.detach().float()
@@ -423,7 +424,7 @@ def load_frames(source, size: int | tuple[int, int] | None = None) -> torch.Tens
             raise UserInputError(f"float frames must be (T, 3, H, W) in [0, 1]; got {tuple(frames.shape)}")
         if size is not None:
             h, w = frames.shape[-2:]
-            new = target_size((h, w), size)
+            new = resolve_size(size, (h, w))
             if new != (h, w):
                 shrink = new[0] * new[1] < h * w
                 mode = {"mode": "area"} if shrink else {"mode": "bilinear", "align_corners": False}
@@ -535,7 +536,7 @@ def evaluate_versions(
 
 def add_evaluate_command(subparsers) -> argparse.ArgumentParser:
     """Register ``evaluate INPUT_CLIP VERSION... [--names ...] [--flow ...] [--size HxW]``."""
-    from .video import parse_size
+    from .sizes import size_arg
 
     parser = subparsers.add_parser(
         "evaluate",
@@ -554,8 +555,8 @@ def add_evaluate_command(subparsers) -> argparse.ArgumentParser:
         help="gt:<sintel_root>/<scene> (ground truth in the Sintel layout), dis (OpenCV, default) or raft",
     )
     parser.add_argument(
-        "--size", type=parse_size, default=None,
-        help="resize every clip first: longer side N, or HxW (e.g. 360x640)",
+        "--size", type=size_arg, default=None,
+        help="resize every clip first: longer side N (aspect kept), or WxH exactly (e.g. 640x360)",
     )
     parser.set_defaults(func=run_evaluate)
     return parser

@@ -217,20 +217,9 @@ def load_image(
 
 
 def _target_size(size: int | tuple[int, int] | None, h: int, w: int) -> tuple[int, int]:
-    if size is None:
-        return h, w
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        if size < 1:
-            raise UserInputError(f"size must be a positive number of pixels; got {size}")
-        scale = size / max(h, w)
-        return max(1, round(h * scale)), max(1, round(w * scale))
-    if (
-        isinstance(size, (tuple, list))
-        and len(size) == 2
-        and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in size)
-    ):
-        return int(size[0]), int(size[1])
-    raise UserInputError(f"size must be None, a positive int (longer side) or (height, width); got {size!r}")
+    from .sizes import resolve_size
+
+    return resolve_size(size, (h, w))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ import torch
 
 from .errors import UserInputError
 from .network import ReCoNet, optimize_for_inference
+from .sizes import Size, check_size, parse_size, resolve_size, size_arg
 
 #: File name endings read as frames when the source is a folder (compared in lower case).
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -117,7 +118,7 @@ def read_frames(source, *, size: int | tuple[int, int] | None = None) -> Iterato
     Raises:
         UserInputError: missing, unreadable or empty source, or frames of different sizes.
     """
-    _check_size(size)
+    check_size(size)
     if _is_path(source):
         path = Path(source)
         if path.is_dir():
@@ -200,35 +201,19 @@ def resize_frame(frame: np.ndarray, size: int | tuple[int, int] | None) -> np.nd
     import cv2
 
     h, w = frame.shape[:2]
-    new_h, new_w = target_size((h, w), size)
+    new_h, new_w = resolve_size(size, (h, w))
     if (new_h, new_w) == (h, w):
         return frame
     interpolation = cv2.INTER_AREA if new_h * new_w < h * w else cv2.INTER_LINEAR
     return cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
 
 
-def target_size(frame_size: tuple[int, int], size: int | tuple[int, int] | None) -> tuple[int, int]:
-    """``(h, w)`` that :func:`resize_frame` produces for frames of ``frame_size`` ``(H, W)``."""
-    h, w = frame_size
-    if size is None:
-        return h, w
-    if isinstance(size, int):
-        scale = size / max(h, w)
-        return max(1, round(h * scale)), max(1, round(w * scale))
-    return int(size[0]), int(size[1])
+def target_size(frame_size: tuple[int, int], size: Size | None) -> tuple[int, int]:
+    """``(h, w)`` that :func:`resize_frame` produces for frames of ``frame_size`` ``(H, W)``.
 
-
-def _check_size(size) -> None:
-    if size is None:
-        return
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        ok = size > 0
-    else:
-        ok = isinstance(size, (tuple, list)) and len(size) == 2 and all(
-            isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in size
-        )
-    if not ok:
-        raise UserInputError(f"size={size!r} is not understood; give the longer side (e.g. 512) or (height, width)")
+    Kept for the notebooks; the rule itself is :func:`reconet_lib.sizes.resolve_size`.
+    """
+    return resolve_size(size, frame_size)
 
 
 def _is_path(source) -> bool:
@@ -745,7 +730,7 @@ def stylize_video(
 
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise UserInputError(f"batch_size={batch_size!r} must be a positive integer")
-    _check_size(size)
+    check_size(size)
     info = probe(source)
     output = Path(output)
     to_video = output.suffix.lower() in VIDEO_SUFFIXES
@@ -890,16 +875,6 @@ def _synchronize(device: torch.device) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def parse_size(text: str) -> int | tuple[int, int]:
-    """``"512"`` -> 512 (longer side), ``"360x640"`` -> (360, 640) (height x width)."""
-    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
-    if not match or int(match.group(1)) == 0 or (match.group(2) is not None and int(match.group(2)) == 0):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size; give the longer side (512) or HxW (360x640)")
-    if match.group(2) is None:
-        return int(match.group(1))
-    return int(match.group(1)), int(match.group(2))
-
-
 def add_stylize_command(subparsers) -> argparse.ArgumentParser:
     """Register ``reconet stylize INPUT --checkpoint CKPT -o OUTPUT`` on the command line's sub-parsers."""
     parser = subparsers.add_parser(
@@ -912,8 +887,8 @@ def add_stylize_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="ReCoNet checkpoint (.pt) written by `reconet train`")
     parser.add_argument("-o", "--output", required=True, help="output .mp4 file, or a folder for PNG frames")
     parser.add_argument("--side-by-side", action="store_true", help="write input | output next to each other")
-    parser.add_argument("--size", type=parse_size, default=None,
-                        help="resize the input first: longer side N, or HxW (e.g. 360x640)")
+    parser.add_argument("--size", type=size_arg, default=None,
+                        help="resize the input first: longer side N (aspect kept), or WxH exactly (e.g. 640x360)")
     parser.add_argument("--batch-size", type=int, default=4, help="frames per network call (default 4)")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda if available)")
     parser.add_argument("--no-half", action="store_true", help="run in float32 instead of fp16/bf16")

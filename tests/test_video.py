@@ -249,16 +249,6 @@ def test_show_video_embeds_the_mp4_as_base64(tmp_path):
     assert base64.b64decode(payload) == out.read_bytes()
 
 
-def test_parse_size_reads_longer_side_or_height_x_width():
-    import argparse
-
-    assert video.parse_size("512") == 512
-    assert video.parse_size("360x640") == (360, 640)
-    for bad in ("0", "x3", "12x", "3.5"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            video.parse_size(bad)
-
-
 def test_reduced_precision_choice():
     assert video.resolve_precision(torch.device("cuda"), None) == torch.float16
     assert video.resolve_precision(torch.device("cuda"), False) is None
