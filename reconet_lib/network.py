@@ -57,6 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import UserInputError
+from .precision import inference_dtype
 
 #: The network works on images whose sides are multiples of this (two stride-2 convolutions).
 SIZE_MULTIPLE = 4
@@ -508,21 +509,15 @@ class InferenceReCoNet(nn.Module):
         return (0.5 + (0.5 * self.config.output_scale) * torch.tanh(z)).clamp(0.0, 1.0)
 
 
-def cpu_has_bfloat16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), so that bfloat16 beats float32."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private torch helpers; absent = unknown
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-
-
 def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
                            compile: bool = False, space_to_depth: bool | None = None) -> nn.Module:
     """The fastest way we found to run a trained ReCoNet on ``device`` (the model itself is left untouched).
 
     What it does:
 
-    * half precision weights and activations: ``bfloat16`` on CPUs with native bfloat16 arithmetic (AVX512-BF16
-      or AMX; float32 on other CPUs, where bfloat16 is emulated and slower), ``float16`` on CUDA; the output
-      head stays float32;
+    * the compute dtype that :func:`reconet_lib.precision.inference_dtype` chooses for ``device``: ``float16``
+      on CUDA, ``bfloat16`` on CPUs where it is native and measured faster, ``float32`` on other CPUs (where
+      bfloat16 is emulated and many times slower); the output head stays float32;
     * channels-last memory layout (what oneDNN and cuDNN convolutions want; no layout conversions in between);
     * on the CPU, the last 9x9 convolution to 3 channels rewritten by :class:`SpaceToDepthConv`;
     * ``compile=True``: ``torch.compile`` with weight freezing, which fuses padding, instance normalisation and
@@ -532,7 +527,8 @@ def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = N
     Args:
         model: a :class:`ReCoNet` (any mode; the copy is put in eval mode).
         device: where to run (default: the model's device).
-        dtype: compute dtype (default: see above).
+        dtype: compute dtype (default: the policy's choice, see above). Passing ``torch.bfloat16`` on a CPU
+            without native bfloat16 is allowed but slow.
         compile: wrap the result in ``torch.compile``.
         space_to_depth: rewrite the last layer (default: on for CPU, off for CUDA).
     Returns:
@@ -543,7 +539,7 @@ def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = N
         raise UserInputError(f"optimize_for_inference expects a ReCoNet; got {type(model).__name__}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if dtype is None:
-        dtype = torch.float16 if device.type == "cuda" else (torch.bfloat16 if cpu_has_bfloat16() else torch.float32)
+        dtype = inference_dtype(device)
     if space_to_depth is None:
         space_to_depth = device.type == "cpu"
     fast = InferenceReCoNet(model, dtype=dtype, device=device, space_to_depth=space_to_depth)

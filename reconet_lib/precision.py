@@ -1,0 +1,272 @@
+"""Devices and precisions: the one place that decides where and in which number format the networks run.
+
+Every part of the library (``network.optimize_for_inference``, video stylisation, training with
+``precision="auto"``), the benchmarks and the notebooks ask this module; nothing else parses a device name or
+guesses whether a number format is fast.
+
+Why a policy is needed. Half precision is not fast everywhere:
+
+* CUDA GPUs run float16 on tensor cores on every card this project targets (compute capability 7.0 and newer:
+  V100, T4, A100, H100, ...); bfloat16 arithmetic is native from compute capability 8.0 (A100 and newer).
+* CPUs multiply bfloat16 natively only with AVX512-BF16 (e.g. AMD Zen 4, Intel Cooper Lake) or AMX (Intel
+  Sapphire Rapids and newer). Everywhere else (AVX2-only CPUs such as AMD Zen 3 and most laptops, or plain
+  AVX-512 without the BF16 extension) oneDNN emulates bfloat16 by converting every value, and a bfloat16
+  convolution is 15 to 40 times *slower* than float32. There, float32 is the fast path.
+
+The CPU decision combines three facts and is cached once per process:
+
+1. the hardware flags torch reads from ``cpuid`` (AVX512-BF16 or AMX tiles);
+2. whether oneDNN, as configured in this process, will use them (``ONEDNN_MAX_CPU_ISA=AVX2`` or an old
+   oneDNN turn them off; torch reports this through ``torch.ops.mkldnn._is_mkldnn_bf16_supported``);
+3. a short measured probe (a few convolutions of the shape ReCoNet uses, about 0.2 s): bfloat16 must really
+   be faster than float32 here. A capability flag can be wrong (a hypervisor that hides or fakes cpuid
+   bits, a CPU that decodes the instructions but runs them slowly); the clock cannot.
+
+``RECONET_CPU_BF16=1`` or ``=0`` overrides the decision (for experiments; the notebooks never set it).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .errors import UserInputError
+
+#: Environment variable that forces the CPU bfloat16 decision: ``1`` (use bf16) or ``0`` (use fp32).
+CPU_BF16_ENV = "RECONET_CPU_BF16"
+#: Training precisions a user can ask for.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: bfloat16 counts as native when the probe runs it at least this much faster than float32 (time ratio).
+NATIVE_SPEEDUP = 1.1
+
+_CUDA_FP16_CAPABILITY = (7, 0)
+_CUDA_BF16_CAPABILITY = (8, 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Devices
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def parse_device(spec: str | torch.device | None = None) -> torch.device:
+    """The device a user asked for, checked against this machine.
+
+    Args:
+        spec: ``None`` or ``"auto"`` (CUDA when available, else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+            or a ``torch.device``. Under ``torchrun`` (``WORLD_SIZE`` > 1) a bare ``"cuda"`` means
+            ``cuda:$LOCAL_RANK``.
+    Returns:
+        a ``torch.device`` with an explicit index for CUDA.
+    Raises:
+        UserInputError: the name is not a device, CUDA is asked for but absent, or the index does not exist.
+    """
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "auto")):
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(spec.strip() if isinstance(spec, str) else spec)
+        except (RuntimeError, ValueError, TypeError):
+            raise UserInputError(f"device {spec!r} is not a device name; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if device.type != "cuda":
+        raise UserInputError(f"device {str(device)!r} is not supported; use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise UserInputError(f"device {str(device)!r}: CUDA is not available on this machine; use cpu")
+    index = device.index
+    if index is None:
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        index = int(os.environ.get("LOCAL_RANK", "0")) if distributed else torch.cuda.current_device()
+    if index >= torch.cuda.device_count():
+        raise UserInputError(f"device cuda:{index} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+    return torch.device("cuda", index)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The CPU: is bfloat16 native here?
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuPrecisionReport:
+    """What the CPU bfloat16 decision was based on.
+
+    Attributes:
+        capability: the SIMD level torch's own kernels use (``torch.backends.cpu.get_cpu_capability()``).
+        hardware_bf16: the CPU reports AVX512-BF16 or AMX tiles.
+        onednn_bf16: oneDNN, as configured in this process, will run bfloat16 (False under
+            ``ONEDNN_MAX_CPU_ISA=AVX2`` and on CPUs without AVX-512).
+        probe_ratio: bfloat16 time / float32 time of the probe (None when no probe ran).
+        native: the decision: bfloat16 is the faster format on this CPU.
+        reason: one line a notebook can print.
+    """
+
+    capability: str
+    hardware_bf16: bool
+    onednn_bf16: bool
+    probe_ratio: float | None
+    native: bool
+    reason: str
+
+
+def _hardware_bf16() -> bool:
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private torch helpers; absent = no
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def _onednn_bf16() -> bool:
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
+
+
+def _time_conv(dtype: torch.dtype, budget_s: float) -> float:
+    """Seconds per call of a small ReCoNet-like block (3x3 conv, instance norm, ReLU) in ``dtype``."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 64, 48, 64, generator=generator).to(dtype).contiguous(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(dtype).to(memory_format=torch.channels_last)
+    norm = torch.nn.InstanceNorm2d(64, affine=True).to(dtype)
+    with torch.inference_mode():
+        torch.relu(norm(conv(x)))  # warm-up: oneDNN picks and caches its kernel
+        calls, start = 0, time.perf_counter()
+        while True:
+            torch.relu(norm(conv(x)))
+            calls += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= budget_s or calls >= 200:
+                return elapsed / calls
+
+
+def probe_bf16_ratio(budget_s: float = 0.1) -> float:
+    """Measured time ratio bfloat16 / float32 of a small conv + instance-norm + ReLU block on this CPU.
+
+    Below 1 means bfloat16 is faster. The float32 and bfloat16 timings alternate twice so that a burst of load
+    from another process affects both. About ``4 * budget_s`` seconds, plus one call each that can take longer
+    where bfloat16 is emulated.
+    """
+    fp32, bf16 = [], []
+    for _ in range(2):
+        fp32.append(_time_conv(torch.float32, budget_s))
+        bf16.append(_time_conv(torch.bfloat16, budget_s))
+    return min(bf16) / min(fp32)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_precision_report() -> CpuPrecisionReport:
+    """The CPU bfloat16 decision with its evidence, computed once per process (see the module docstring)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    hardware, onednn = _hardware_bf16(), _onednn_bf16()
+    forced = os.environ.get(CPU_BF16_ENV, "").strip().lower()
+    if forced in ("0", "1"):
+        native = forced == "1"
+        return CpuPrecisionReport(capability, hardware, onednn, None, native,
+                                  f"{CPU_BF16_ENV}={forced}: {'bfloat16' if native else 'float32'} by request")
+    if forced:
+        raise UserInputError(f"{CPU_BF16_ENV}={forced!r} is not understood; use 1 (bfloat16), 0 (float32) or unset it")
+    if not hardware:
+        return CpuPrecisionReport(capability, hardware, onednn, None, False,
+                                  f"float32: this CPU ({capability}) has no native bfloat16 (no AVX512-BF16/AMX), "
+                                  "so bfloat16 would be emulated and many times slower")
+    if not onednn:
+        return CpuPrecisionReport(capability, hardware, onednn, None, False,
+                                  "float32: oneDNN is limited below the CPU's bfloat16 instructions in this process "
+                                  "(e.g. ONEDNN_MAX_CPU_ISA), so bfloat16 would be emulated")
+    ratio = probe_bf16_ratio()
+    native = ratio * NATIVE_SPEEDUP <= 1.0
+    verdict = "bfloat16" if native else "float32"
+    return CpuPrecisionReport(capability, hardware, onednn, ratio, native,
+                              f"{verdict}: measured bfloat16 at {1 / ratio:.1f}x the speed of float32 on this CPU "
+                              f"({capability}, native bfloat16 instructions present)")
+
+
+def cpu_bf16_native() -> bool:
+    """Whether bfloat16 is the faster number format on this CPU (cached; see :func:`cpu_precision_report`)."""
+    return cpu_precision_report().native
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The decisions
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _cuda_capability(device: torch.device) -> tuple[int, int]:
+    return tuple(torch.cuda.get_device_capability(device))
+
+
+def inference_dtype(device: str | torch.device) -> torch.dtype:
+    """The compute dtype for running a trained network on ``device``.
+
+    CUDA: float16 on compute capability 7.0 and newer (tensor cores; better precision than bfloat16), float32
+    on older GPUs. CPU: bfloat16 where it is native and measured faster (:func:`cpu_bf16_native`), else float32.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.float16 if _cuda_capability(device) >= _CUDA_FP16_CAPABILITY else torch.float32
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_bf16_native() else torch.float32
+    return torch.float32
+
+
+def inference_autocast(device: str | torch.device, half: bool | None = None) -> torch.dtype | None:
+    """The autocast dtype for inference, or None for plain float32.
+
+    ``half=None`` follows :func:`inference_dtype`; ``half=False`` forces float32; ``half=True`` asks for half
+    precision: float16 on CUDA, bfloat16 on a CPU (even one that only emulates it: slow, but it was asked for).
+    """
+    device = torch.device(device)
+    if half is False:
+        return None
+    if half is None:
+        dtype = inference_dtype(device)
+        return None if dtype == torch.float32 else dtype
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def training_precision(device: str | torch.device, requested: str = "auto") -> tuple[torch.dtype | None, bool]:
+    """``(autocast dtype or None for float32, whether a gradient scaler is needed)`` for training on ``device``.
+
+    ``"auto"``: on CUDA, bfloat16 from compute capability 8.0, float16 with a gradient scaler on older GPUs; on
+    the CPU, float32 (bfloat16 autocast would change the trained weights from one CPU to the next, and is slower
+    than float32 on CPUs without native bfloat16; ask for ``"bf16"`` explicitly where :func:`cpu_bf16_native`).
+    ``"fp16"`` needs CUDA. ``"bf16"`` on CUDA needs compute capability 8.0.
+    """
+    device = torch.device(device)
+    if requested not in PRECISIONS:
+        raise UserInputError(f"precision {requested!r} is not one of {', '.join(PRECISIONS)}")
+    if requested == "auto":
+        if device.type != "cuda":
+            return None, False
+        requested = "bf16" if _cuda_capability(device) >= _CUDA_BF16_CAPABILITY else "fp16"
+    if requested == "fp32":
+        return None, False
+    if requested == "bf16":
+        if device.type == "cuda" and _cuda_capability(device) < _CUDA_BF16_CAPABILITY:
+            raise UserInputError("precision 'bf16' needs a GPU of compute capability 8.0 or newer; use fp16 or auto")
+        return torch.bfloat16, False
+    if device.type != "cuda":
+        raise UserInputError("precision 'fp16' needs a CUDA GPU; on the CPU use 'fp32' or 'bf16'")
+    return torch.float16, True
+
+
+def precision_name(dtype: torch.dtype | None, scaler: bool = False) -> str:
+    """Short name of an autocast choice: ``fp32``, ``bf16``, ``fp16`` or ``fp16 + gradient scaler``."""
+    if dtype is None or dtype == torch.float32:
+        return "fp32"
+    if dtype == torch.bfloat16:
+        return "bf16"
+    return "fp16 + gradient scaler" if scaler else "fp16"
+
+
+def describe(device: str | torch.device) -> str:
+    """One line for a notebook: which inference precision ``device`` gets and why."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        major, minor = _cuda_capability(device)
+        name = precision_name(inference_dtype(device))
+        return f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor}): inference in {name}"
+    return cpu_precision_report().reason

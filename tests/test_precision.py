@@ -1,0 +1,168 @@
+"""The one device and precision policy: each decision pinned, and the AVX2-only emulation really answers float32."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from reconet_lib import precision
+from reconet_lib.errors import UserInputError
+
+#: Environment that makes torch and oneDNN behave like an AVX2-only CPU (no AVX-512, no native bfloat16).
+AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+@pytest.fixture
+def fresh_policy(monkeypatch):
+    """Clear the per-process cache before and after, and drop any override from the environment."""
+    monkeypatch.delenv(precision.CPU_BF16_ENV, raising=False)
+    precision.cpu_precision_report.cache_clear()
+    yield monkeypatch
+    precision.cpu_precision_report.cache_clear()
+
+
+def _cpu(monkeypatch, *, hardware: bool, onednn: bool, ratio: float | None = None):
+    monkeypatch.setattr(precision, "_hardware_bf16", lambda: hardware)
+    monkeypatch.setattr(precision, "_onednn_bf16", lambda: onednn)
+
+    def probe(budget_s=0.1):
+        if ratio is None:
+            raise AssertionError("the probe must not run when the flags already answer")
+        return ratio
+
+    monkeypatch.setattr(precision, "probe_bf16_ratio", probe)
+
+
+def test_cpu_with_native_bf16_that_measures_faster_gets_bf16(fresh_policy):
+    _cpu(fresh_policy, hardware=True, onednn=True, ratio=0.4)
+    assert precision.cpu_bf16_native()
+    assert precision.inference_dtype("cpu") == torch.bfloat16
+    assert precision.inference_autocast("cpu") == torch.bfloat16
+
+
+def test_cpu_without_bf16_instructions_gets_fp32_without_probing(fresh_policy):
+    _cpu(fresh_policy, hardware=False, onednn=True)
+    assert not precision.cpu_bf16_native()
+    assert precision.inference_dtype("cpu") == torch.float32
+    assert precision.inference_autocast("cpu") is None
+    assert "no native bfloat16" in precision.describe("cpu")
+
+
+def test_cpu_whose_onednn_is_capped_below_bf16_gets_fp32(fresh_policy):
+    _cpu(fresh_policy, hardware=True, onednn=False)
+    assert precision.inference_dtype("cpu") == torch.float32
+
+
+def test_cpu_flags_that_claim_bf16_but_measure_slower_get_fp32(fresh_policy):
+    _cpu(fresh_policy, hardware=True, onednn=True, ratio=15.0)
+    assert precision.inference_dtype("cpu") == torch.float32
+    assert "float32" in precision.describe("cpu")
+
+
+def test_cpu_bf16_environment_override(fresh_policy):
+    _cpu(fresh_policy, hardware=False, onednn=False)
+    fresh_policy.setenv(precision.CPU_BF16_ENV, "1")
+    assert precision.inference_dtype("cpu") == torch.bfloat16
+    precision.cpu_precision_report.cache_clear()
+    fresh_policy.setenv(precision.CPU_BF16_ENV, "maybe")
+    with pytest.raises(UserInputError, match="RECONET_CPU_BF16"):
+        precision.cpu_bf16_native()
+
+
+def test_decision_is_cached_once_per_process(fresh_policy):
+    calls = []
+    fresh_policy.setattr(precision, "_hardware_bf16", lambda: calls.append(1) or False)
+    fresh_policy.setattr(precision, "_onednn_bf16", lambda: False)
+    precision.cpu_bf16_native()
+    precision.cpu_bf16_native()
+    assert calls == [1]
+
+
+@pytest.mark.parametrize(
+    "capability, inference, training",
+    [
+        ((9, 0), torch.float16, (torch.bfloat16, False)),  # H100
+        ((8, 0), torch.float16, (torch.bfloat16, False)),  # A100
+        ((7, 5), torch.float16, (torch.float16, True)),  # T4 (Colab)
+        ((6, 0), torch.float32, (torch.float16, True)),  # P100: no tensor cores
+    ],
+)
+def test_cuda_precision_follows_compute_capability(monkeypatch, capability, inference, training):
+    monkeypatch.setattr(precision, "_cuda_capability", lambda device: capability)
+    assert precision.inference_dtype("cuda:0") == inference
+    assert precision.training_precision("cuda:0", "auto") == training
+    assert precision.inference_autocast("cuda:0", half=True) == torch.float16
+
+
+def test_cuda_bf16_training_on_an_older_gpu_is_refused(monkeypatch):
+    monkeypatch.setattr(precision, "_cuda_capability", lambda device: (7, 5))
+    with pytest.raises(UserInputError, match="compute capability 8.0"):
+        precision.training_precision("cuda:0", "bf16")
+
+
+def test_training_on_the_cpu_is_fp32_by_default_and_bf16_on_request():
+    assert precision.training_precision("cpu", "auto") == (None, False)
+    assert precision.training_precision("cpu", "fp32") == (None, False)
+    assert precision.training_precision("cpu", "bf16") == (torch.bfloat16, False)
+    with pytest.raises(UserInputError, match="needs a CUDA GPU"):
+        precision.training_precision("cpu", "fp16")
+    with pytest.raises(UserInputError, match="not one of"):
+        precision.training_precision("cpu", "half")
+
+
+def test_forcing_fp32_always_wins():
+    assert precision.inference_autocast("cpu", half=False) is None
+    assert precision.inference_autocast("cpu", half=True) == torch.bfloat16
+
+
+def test_precision_names():
+    assert precision.precision_name(None) == "fp32"
+    assert precision.precision_name(torch.bfloat16) == "bf16"
+    assert precision.precision_name(torch.float16, True) == "fp16 + gradient scaler"
+
+
+@pytest.mark.parametrize("spec, expected", [(None, "cpu"), ("auto", "cpu"), ("cpu", "cpu"), (" CPU ".lower(), "cpu")])
+def test_parse_device_without_cuda(monkeypatch, spec, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert precision.parse_device(spec) == torch.device(expected)
+
+
+@pytest.mark.parametrize("spec, message", [("gpu0", "not a device name"), ("cuda", "CUDA is not available"),
+                                           ("cuda:1", "CUDA is not available"), ("meta", "not supported")])
+def test_parse_device_refuses_what_this_machine_cannot_do(monkeypatch, spec, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserInputError, match=message):
+        precision.parse_device(spec)
+
+
+def test_parse_device_refuses_a_gpu_index_that_does_not_exist(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserInputError, match="does not exist"):
+        precision.parse_device("cuda:3")
+    assert precision.parse_device("cuda:0") == torch.device("cuda", 0)
+
+
+def _in_subprocess(code: str, env: dict) -> str:
+    full = {**os.environ, **env}
+    full.pop(precision.CPU_BF16_ENV, None)
+    done = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_avx2_only_emulation_makes_the_policy_answer_fp32():
+    """The settings CI uses to stand in for an AVX2-only CPU (any machine) lead to float32 everywhere."""
+    out = _in_subprocess(
+        "import torch; from reconet_lib import precision as p; "
+        "print(torch.backends.cpu.get_cpu_capability(), p.inference_dtype('cpu'), p.training_precision('cpu'))",
+        AVX2_ONLY,
+    )
+    assert out == "AVX2 torch.float32 (None, False)"
+
+
+def test_the_probe_sees_emulated_bf16_as_slower():
+    """Under the AVX2-only settings bfloat16 really is emulated: the measured probe alone would choose float32."""
+    out = _in_subprocess("from reconet_lib import precision as p; print(p.probe_bf16_ratio(0.05))", AVX2_ONLY)
+    assert float(out) * precision.NATIVE_SPEEDUP > 1.0, f"emulated bf16 measured at ratio {out}"
