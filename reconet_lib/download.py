@@ -9,9 +9,15 @@ resource into ``data_dir()/"downloads"`` (or a folder you choose):
    local folder or a base URL holding a file of the same name.
 3. Otherwise the file is downloaded in chunks into ``<file>.part`` with a progress bar. An existing
    ``.part`` is resumed with an HTTP ``Range`` request; a server that answers ``200`` instead of
-   ``206`` makes the download start again cleanly.
+   ``206`` makes the download start again cleanly. Downloads happen unless the user opts out with
+   ``RECONET_OFFLINE=1`` (then only the file on disk and a mirror *folder* are used). The server part of
+   a resource's URL can be replaced with ``RECONET_BASE_URL_<KEY>`` (``Resource.url_key``), e.g. to
+   point the tests at a local server.
 4. Size and sha256 are checked *before* the ``.part`` is renamed onto the final name, so a good
    file is never replaced by a partial or corrupt one.
+
+Which local files, caches and fallbacks the library uses for weights and styles is decided in
+:mod:`reconet_lib.resources`; this module only downloads and verifies.
 
 :func:`extract` unpacks zip and tar archives after checking *every* member first: nothing is
 written if a single member would land outside the target folder.
@@ -42,6 +48,10 @@ from .files import atomic_write_text
 
 #: Environment variable naming a mirror: a local folder or a base URL that holds files by their file name.
 MIRROR_ENV = "RECONET_MIRROR"
+#: Environment variable that switches downloads off (``1``); files on disk and mirror folders still work.
+OFFLINE_ENV = "RECONET_OFFLINE"
+#: Prefix of the environment variables that replace a resource's base URL: ``RECONET_BASE_URL_<url_key>``.
+BASE_URL_ENV_PREFIX = "RECONET_BASE_URL_"
 
 _CHUNK = 1 << 20  # bytes read and written per step
 _TIMEOUT_S = 60  # seconds without any data before a connection counts as failed
@@ -49,7 +59,26 @@ _USER_AGENT = "reconet_lib-downloader/0.1 (+https://github.com/reconet-tutorial/
 
 
 class DownloadError(ReconetError):
-    """A download or a verification failed; the message says what happened and what to do."""
+    """A download or a verification failed; the message says what happened and what to do.
+
+    ``reason`` is the short cause alone (for callers that compose their own one-line message).
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+def downloads_allowed(allow: bool | None = None) -> bool:
+    """Whether a download may be attempted: ``allow`` when given, else not when ``$RECONET_OFFLINE`` is 1/true."""
+    if allow is not None:
+        return bool(allow)
+    value = os.environ.get(OFFLINE_ENV, "").strip().lower()
+    if value in {"", "0", "false", "no", "off"}:
+        return True
+    if value in {"1", "true", "yes", "on"}:
+        return False
+    raise UserInputError(f"{OFFLINE_ENV}={value!r} is not understood; use 1 (no downloads) or 0, or unset it")
 
 
 @dataclass(frozen=True)
@@ -64,6 +93,10 @@ class Resource:
         sha256: lower-case hex digest, or ``None`` where it is not known in advance (see ``note``).
         note: what the file holds and why a size or hash is unknown, where that is so.
         approx_bytes: a rough size for planning disk space (never used for verification).
+        sha256_prefix: leading hex digits of the sha256 checked when the full digest is not known
+            (torchvision publishes 8 of them in its weight file names).
+        url_key: names the environment variable ``RECONET_BASE_URL_<url_key>`` that replaces everything
+            before the file name in ``url`` (empty: not overridable).
     """
 
     name: str
@@ -73,6 +106,8 @@ class Resource:
     sha256: str | None
     note: str = ""
     approx_bytes: int | None = None
+    sha256_prefix: str | None = None
+    url_key: str = ""
 
     def describe_size(self) -> str:
         """Human-readable size: exact when known, ``"about ..."`` when only a rough figure exists."""
@@ -81,6 +116,15 @@ class Resource:
         if self.approx_bytes is not None:
             return f"about {format_bytes(self.approx_bytes)}"
         return "unknown"
+
+
+def source_url(res: Resource, base_url: str | None = None) -> str:
+    """Where ``res`` is downloaded from: ``base_url`` (or ``$RECONET_BASE_URL_<url_key>``) + file name, else ``res.url``."""
+    if base_url is None and res.url_key:
+        base_url = os.environ.get(BASE_URL_ENV_PREFIX + res.url_key) or None
+    if not base_url:
+        return res.url
+    return base_url.rstrip("/") + "/" + urllib.parse.quote(res.filename)
 
 
 def format_bytes(n: int) -> str:
@@ -128,6 +172,29 @@ def _sceneflow(subset: str, folder: str, filename: str, what: str, approx_gb: fl
         note=f"Scene Flow {subset}: {what}. {size_note}; {_NO_HASH}. "
         f"Research use only, see {_SCENEFLOW_PAGE} (the page also offers torrents).",
         approx_bytes=int(approx_gb * _GB) if approx_gb else None,
+        url_key="SCENEFLOW",
+    )
+
+
+_PYTORCH_BASE = "https://download.pytorch.org/models/"
+_PREFIX_NOTE = (
+    "torchvision publishes no byte count or full sha256 for its weight files; the 8 hex digits in the file "
+    "name are the start of the file's sha256 (torch.hub checks the same prefix), and that prefix is verified"
+)
+
+
+def _weights(name: str, filename: str, what: str, approx_mb: float) -> Resource:
+    return Resource(
+        name=name,
+        url=_PYTORCH_BASE + filename,
+        filename=filename,
+        size=None,
+        sha256=None,
+        sha256_prefix=filename.rsplit("-", 1)[-1].split(".")[0],
+        note=f"{what} (torchvision, BSD-3-Clause code; see torchvision's documentation for the weights' terms). "
+        f"About {approx_mb:g} MB; {_PREFIX_NOTE}.",
+        approx_bytes=int(approx_mb * 1_000_000),
+        url_key="PYTORCH",
     )
 
 
@@ -145,6 +212,7 @@ def builtin_resources() -> dict[str, Resource]:
             "plus the test frames. About 5.3 GB; the exact byte count and a checksum are not published "
             "(US mirror: http://sintel.cs.washington.edu/MPI-Sintel-complete.zip).",
             approx_bytes=int(5.3 * _GB),
+            url_key="SINTEL",
         ),
         Resource(
             name="flyingchairs2",
@@ -157,6 +225,7 @@ def builtin_resources() -> dict[str, Resource]:
             f"unknown (about 31 GB according to third-party code); {_NO_HASH}. Research use only, see "
             "https://lmb.informatik.uni-freiburg.de/resources/datasets/FlyingChairs.en.html",
             approx_bytes=31 * _GB,
+            url_key="CHAIRS",
         ),
         _sceneflow("Monkaa", "raw_data", "monkaa__frames_finalpass.tar",
                    "final-pass stereo frames (PNG, 960x540)", 38),
@@ -175,6 +244,13 @@ def builtin_resources() -> dict[str, Resource]:
         _sceneflow("FlyingThings3D", "derived_data", "flyingthings3d__disparity.tar.bz2",
                    "disparity maps (.pfm); not needed for ReCoNet training", 93),
     ]
+    resources += [
+        _weights("vgg16_imagenet", "vgg16-397923af.pth", "VGG-16 ImageNet weights (VGG16_Weights.IMAGENET1K_V1)", 553),
+        _weights("raft_large", "raft_large_C_T_SKHT_V2-ff5fadd5.pth",
+                 "RAFT large weights (Raft_Large_Weights.C_T_SKHT_V2, torchvision's default)", 21),
+        _weights("raft_small", "raft_small_C_T_V2-01064c6d.pth",
+                 "RAFT small weights (Raft_Small_Weights.C_T_V2, torchvision's default)", 4),
+    ]
     for filename, size, sha in _STYLE_FILES:
         stem = filename.rsplit(".", 1)[0]
         resources.append(
@@ -185,6 +261,7 @@ def builtin_resources() -> dict[str, Resource]:
                 size=size,
                 sha256=sha,
                 note="style image of the original ReCoNet code (see reconet_lib.styles for provenance and licence)",
+                url_key="STYLES",
             )
         )
     return {r.name: r for r in resources}
@@ -208,6 +285,10 @@ def register(res: Resource, *, replace: bool = False) -> Resource:
         raise UserInputError(f"filename must be a bare file name without folders; got {res.filename!r}")
     if res.sha256 is not None and (len(res.sha256) != 64 or any(c not in "0123456789abcdef" for c in res.sha256)):
         raise UserInputError(f"sha256 must be 64 lower-case hex digits or None; got {res.sha256!r}")
+    if res.sha256_prefix is not None and (
+        not 1 <= len(res.sha256_prefix) <= 64 or any(c not in "0123456789abcdef" for c in res.sha256_prefix)
+    ):
+        raise UserInputError(f"sha256_prefix must be lower-case hex digits or None; got {res.sha256_prefix!r}")
     old = REGISTRY.get(res.name)
     if old is not None and old != res and not replace:
         raise UserInputError(
@@ -254,11 +335,21 @@ def _mismatch(res: Resource, path: Path) -> tuple[str | None, str | None]:
     got = sha256_file(path)
     if res.sha256 is not None and got != res.sha256:
         return f"sha256 is {got}, expected {res.sha256}", got
+    if res.sha256 is None and res.sha256_prefix and not got.startswith(res.sha256_prefix):
+        return f"sha256 is {got}, expected one starting with {res.sha256_prefix}", got
     return None, got
 
 
 def _stamp_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.verified")
+
+
+def is_verified(res: Resource, final: str | os.PathLike) -> bool:
+    """Whether the file ``final`` exists and matches ``res`` (size, sha256 or its prefix).
+
+    A stamp file beside it records a successful check, so an unchanged file is hashed only once.
+    """
+    return _is_verified(res, Path(final))
 
 
 def _is_verified(res: Resource, final: Path) -> bool:
@@ -273,6 +364,7 @@ def _is_verified(res: Resource, final: Path) -> bool:
             record.get("size") == st.st_size
             and record.get("mtime_ns") == st.st_mtime_ns
             and (res.sha256 is None or record.get("sha256") == res.sha256)
+            and (not res.sha256_prefix or str(record.get("sha256", "")).startswith(res.sha256_prefix))
             and (res.size is None or res.size == st.st_size)
         ):
             return True
@@ -301,6 +393,8 @@ def fetch(
     *,
     mirror: str | os.PathLike | None = None,
     progress: bool = True,
+    allow_download: bool | None = None,
+    base_url: str | None = None,
 ) -> Path:
     """Download a registered file (or return it if already there) and verify it.
 
@@ -310,6 +404,10 @@ def fetch(
         mirror: a local folder or a base URL holding a file of the same name; tried before the
             resource's own URL. Default: the ``RECONET_MIRROR`` environment variable, if set.
         progress: show a ``tqdm.auto`` progress bar.
+        allow_download: whether the network may be used (default: yes unless ``$RECONET_OFFLINE`` is 1);
+            without it only the file on disk and a mirror folder are used.
+        base_url: replaces everything before the file name in the resource's URL (default:
+            ``$RECONET_BASE_URL_<url_key>``, else the registered URL).
     Returns:
         The path of the verified file ``dest_dir/resource.filename``.
     Raises:
@@ -325,13 +423,18 @@ def fetch(
         return final
 
     part = final.with_name(final.name + ".part")
+    online = downloads_allowed(allow_download)
     if mirror is None:
         mirror = os.environ.get(MIRROR_ENV) or None
-    if mirror:
+    if mirror and (online or not _is_remote(os.fspath(mirror))):
         if _fetch_from_mirror(res, os.fspath(mirror), part, progress):
             return _finish(res, part, final, source=f"mirror {mirror}")
-    _download(res.url, part, res, progress)
-    return _finish(res, part, final, source=res.url)
+    if not online:
+        reason = f"it is not in {dest} and downloads are switched off ({OFFLINE_ENV}=1)"
+        raise DownloadError(f"{res.filename}: {reason}. {_by_hand(res, part)}", reason=reason)
+    url = source_url(res, base_url)
+    _download(url, part, res, progress)
+    return _finish(res, part, final, source=url)
 
 
 def _finish(res: Resource, part: Path, final: Path, source: str) -> Path:
@@ -344,7 +447,8 @@ def _finish(res: Resource, part: Path, final: Path, source: str) -> Path:
             f"deleted. Run the download again; if it fails again the source has changed or is corrupt: "
             f"fetch the file from {res.url} by another route and place it at {final}"
             + (f" (sha256 {res.sha256})" if res.sha256 else "")
-            + "."
+            + ".",
+            reason=f"the file from {source} is not the expected file ({problem})",
         )
     os.replace(part, final)
     _write_stamp(final, digest)
@@ -355,9 +459,13 @@ def _is_url(text: str) -> bool:
     return urllib.parse.urlsplit(text).scheme in {"http", "https", "ftp", "file"}
 
 
+def _is_remote(mirror: str) -> bool:
+    return _is_url(mirror) and not mirror.startswith("file:")
+
+
 def _fetch_from_mirror(res: Resource, mirror: str, part: Path, progress: bool) -> bool:
     """Copy or download ``res.filename`` from the mirror into ``part``. False if the mirror lacks the file."""
-    if _is_url(mirror) and not mirror.startswith("file:"):
+    if _is_remote(mirror):
         url = mirror.rstrip("/") + "/" + urllib.parse.quote(res.filename)
         try:
             _download(url, part, res, progress)
@@ -419,12 +527,12 @@ def _download(url: str, part: Path, res: Resource, progress: bool) -> None:
             exc.close()
             part.unlink()
             return _download(url, part, res, progress)
-        raise DownloadError(
-            f"the server answered HTTP {exc.code} ({exc.reason}) for {url}. "
-            f"{_by_hand(res, part)}"
-        ) from exc
+        reason = f"the server answered HTTP {exc.code} ({exc.reason}) for {url}"
+        raise DownloadError(f"{reason}. {_by_hand(res, part)}", reason=reason) from exc
     except (urllib.error.URLError, OSError) as exc:
-        raise DownloadError(_offline_message(url, exc, res, part)) from exc
+        raise DownloadError(
+            _offline_message(url, exc, res, part), reason=f"could not download {url} ({getattr(exc, 'reason', exc)})"
+        ) from exc
 
     with response:
         status = getattr(response, "status", 200)
@@ -472,7 +580,7 @@ def _by_hand(res: Resource, part: Path) -> str:
         checks.append(f"{res.size} bytes")
     checks.append(f"sha256 {res.sha256}" if res.sha256 else "sha256 not known in advance")
     return (
-        f"You can place the file by hand: download {res.url} on another machine and copy it to "
+        f"You can place the file by hand: download {source_url(res)} on another machine and copy it to "
         f"{final} ({', '.join(checks)}), or point mirror= / ${MIRROR_ENV} at a folder that holds {res.filename}."
     )
 

@@ -7,16 +7,15 @@ Two estimators, both returning flows in the library's convention (``docs/convent
 - ``"dis"``: OpenCV's Dense Inverse Search (Kroeger et al. 2016), classical and offline. It runs on
   the CPU on grey ``uint8`` frames (BT.709 luminance), one batch item at a time.
 - ``"raft"`` / ``"raft_small"`` / ``"raft_large"``: torchvision's RAFT (Teed and Deng 2020). It needs
-  pretrained weights; ``"raft"`` means ``"raft_large"``. Weights are looked up in the file named by
-  ``$RECONET_RAFT_WEIGHTS``, then in the torch hub cache; a download happens only when asked for.
+  pretrained weights; ``"raft"`` means ``"raft_large"``. Weights are found by the library's resource
+  policy (:func:`reconet_lib.resources.locate`): the file named by ``$RECONET_RAFT_WEIGHTS``, the torch
+  hub cache, a mirror, then a verified download unless ``RECONET_OFFLINE=1``.
 
 Used by the metrics (flow of the *input* video) and by the data loader for users' own videos.
 """
 from __future__ import annotations
 
 import functools
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -56,7 +55,7 @@ def estimate_flow(
     device: torch.device | str | None = None,
     dis_preset: str = "medium",
     raft_updates: int = 12,
-    allow_download: bool = False,
+    allow_download: bool | None = None,
 ) -> torch.Tensor:
     """Estimate the optical flow from frame a to frame b.
 
@@ -67,7 +66,8 @@ def estimate_flow(
         device: where RAFT runs and where the result goes (default: ``frame_a.device``).
         dis_preset: OpenCV DIS preset, ``"ultrafast"``, ``"fast"`` or ``"medium"``.
         raft_updates: RAFT's number of recurrent refinement steps (12 as in torchvision's examples).
-        allow_download: let RAFT download its weights when no local file is found (needs a network).
+        allow_download: whether RAFT may download its weights when no local file is found (default: yes
+            unless ``RECONET_OFFLINE=1``).
     Returns:
         ``(B, 2, H, W)`` float32 flow a -> b in pixels on frame a's grid.
     """
@@ -139,65 +139,29 @@ def dis_flow(frame_a: torch.Tensor, frame_b: torch.Tensor, *, preset: str = "med
 # ---------------------------------------------------------------------------------------------- RAFT
 
 
-def _raft_weights_enum(size: str):
-    from torchvision.models.optical_flow import Raft_Large_Weights, Raft_Small_Weights
-
-    return Raft_Small_Weights if size == "small" else Raft_Large_Weights
-
-
-def raft_weight_candidates(size: str = "large") -> list[Path]:
-    """Where RAFT weights are looked for, in order: ``$RECONET_RAFT_WEIGHTS``, then the torch hub cache.
-
-    The hub-cache paths are those torchvision itself downloads to
-    (``<torch.hub.get_dir()>/checkpoints/<file name of the weights' URL>``), default weights first.
-    """
-    enum = _raft_weights_enum(size)
-    candidates = []
-    env = os.environ.get(RAFT_WEIGHTS_ENV)
-    if env:
-        candidates.append(Path(env).expanduser())
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
-    ordered = [enum.DEFAULT] + [w for w in enum if w is not enum.DEFAULT]
-    candidates += [hub / Path(w.url).name for w in ordered]
-    return candidates
-
-
-def _missing_weights_message(size: str) -> str:
-    enum = _raft_weights_enum(size)
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
-    return (
-        f"no RAFT ({size}) weights found and downloading is off. Download {enum.DEFAULT.url} on a machine "
-        f"with internet and either set {RAFT_WEIGHTS_ENV}=/path/to/{Path(enum.DEFAULT.url).name} or copy it "
-        f"into {hub}/; or pass allow_download=True where the network is reachable; or use method='dis', "
-        "which needs no weights"
-    )
+def _raft_resource(size: str) -> str:
+    return f"raft_{size}"
 
 
 @functools.lru_cache(maxsize=4)
-def _load_raft_cached(size: str, path: str | None, device: str, allow_download: bool) -> torch.nn.Module:
+def _load_raft_cached(size: str, path: str, device: str) -> torch.nn.Module:
     from torchvision.models.optical_flow import raft_large, raft_small
 
-    build = raft_small if size == "small" else raft_large
-    if path is None:
-        if not allow_download:
-            raise UserInputError(_missing_weights_message(size))
-        model = build(weights=_raft_weights_enum(size).DEFAULT, progress=False)
-    else:
-        model = build(weights=None)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # unreadable or not a tensor dict
-            raise UserInputError(f"cannot read RAFT weights from {path}: {exc}") from exc
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, TypeError) as exc:
-            other = "raft_large" if size == "small" else "raft_small"
-            raise UserInputError(
-                f"{path} is not a torchvision raft_{size} state dict ({str(exc).splitlines()[0]}); "
-                f"if it holds {other} weights use method={other!r}"
-            ) from exc
+    model = (raft_small if size == "small" else raft_large)(weights=None)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unreadable or not a tensor dict
+        raise UserInputError(f"cannot read RAFT weights from {path}: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:
+        other = "raft_large" if size == "small" else "raft_small"
+        raise UserInputError(
+            f"{path} is not a torchvision raft_{size} state dict ({str(exc).splitlines()[0]}); "
+            f"if it holds {other} weights use method={other!r}"
+        ) from exc
     return model.eval().to(device)
 
 
@@ -205,21 +169,25 @@ def load_raft(
     size: str = "large",
     *,
     device: torch.device | str = "cpu",
-    allow_download: bool = False,
+    allow_download: bool | None = None,
 ) -> torch.nn.Module:
     """torchvision RAFT (``"small"`` or ``"large"``) with pretrained weights, in eval mode.
 
-    Looks for the weights in :func:`raft_weight_candidates` order; without a file, downloads through
-    torchvision's weights API only when ``allow_download`` is set, else raises :class:`UserInputError`
-    explaining how to provide the file. Loaded models are cached per (size, file, device).
+    The weights file (torchvision's default weights of that size) comes from
+    :func:`reconet_lib.resources.locate`: ``$RECONET_RAFT_WEIGHTS``, the torch hub cache, a mirror, then a
+    download verified by its sha256 prefix (``allow_download``: default yes unless ``RECONET_OFFLINE=1``).
+    Without weights a :class:`~reconet_lib.resources.ResourceUnavailable` explains how to provide them
+    (or to use ``method="dis"``). Loaded models are cached per (size, file, device).
     """
+    from .resources import ResourceUnavailable, locate
+
     if size not in ("small", "large"):
         raise UserInputError(f"RAFT size must be 'small' or 'large'; got {size!r}")
-    env = os.environ.get(RAFT_WEIGHTS_ENV)
-    if env and not Path(env).expanduser().is_file():
-        raise UserInputError(f"{RAFT_WEIGHTS_ENV}={env} is not a file; point it at a RAFT .pth state dict")
-    path = next((p for p in raft_weight_candidates(size) if p.is_file()), None)
-    return _load_raft_cached(size, str(path) if path else None, str(torch.device(device)), allow_download)
+    try:
+        path = locate(_raft_resource(size), allow_download=allow_download)
+    except ResourceUnavailable as exc:
+        raise ResourceUnavailable(f"{exc} Or use method='dis', which needs no weights.", exc.name) from None
+    return _load_raft_cached(size, str(path), str(torch.device(device)))
 
 
 def raft_flow(

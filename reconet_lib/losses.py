@@ -45,6 +45,8 @@ from .warp import downsample_valid, luminance, warp
 
 #: Environment variable naming a local torchvision VGG-16 state dict (``vgg16-397923af.pth``).
 VGG_WEIGHTS_ENV = "RECONET_VGG_WEIGHTS"
+#: Registry name (:mod:`reconet_lib.download`) of torchvision's ImageNet VGG-16 weights.
+_RESOURCE = "vgg16_imagenet"
 
 #: The layers the losses use, and their index in torchvision's ``vgg16().features``.
 VGG_LAYERS = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}
@@ -58,35 +60,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512)
 
 _random_announced = False  # the weights=None notice is printed once per process
-
-
-def _imagenet_weights_info() -> tuple[str, str]:
-    """The torchvision download URL of VGG-16 ImageNet weights and the file name it is cached under."""
-    from torchvision.models import VGG16_Weights
-
-    url = VGG16_Weights.IMAGENET1K_V1.url
-    return url, url.rsplit("/", 1)[-1]
-
-
-def _hub_cache_file() -> Path:
-    """Where torchvision caches the VGG-16 weights: ``<torch hub dir>/checkpoints/vgg16-397923af.pth``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / _imagenet_weights_info()[1]
-
-
-def _download(url: str, dst: Path, hash_prefix: str | None, progress: bool) -> None:
-    """Download ``url`` to ``dst`` (torch.hub checks the sha256 prefix and writes via a temporary file)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    torch.hub.download_url_to_file(url, str(dst), hash_prefix=hash_prefix, progress=progress)
-
-
-def _offline_message(url: str, cache: Path, reason: str) -> str:
-    return (
-        f"The ImageNet VGG-16 weights are not available ({reason}). The perceptual losses need them. "
-        f"Download {url} (528 MB, the file torchvision uses) on a machine with internet and either put it at "
-        f"{cache} (the torch hub cache) or anywhere else and set the environment variable "
-        f"{VGG_WEIGHTS_ENV}=/path/to/{cache.name}. For offline tests only, VGGFeatures(weights=None) gives a "
-        "seeded random network (its losses are not meaningful for real stylisation)."
-    )
 
 
 def _build_features(last_index: int) -> nn.Sequential:
@@ -114,10 +87,11 @@ class VGGFeatures(nn.Module):
 
     Args:
         weights: where the weights come from.
-            ``"imagenet"``: torchvision's ``VGG16_Weights.IMAGENET1K_V1``, looked for in this order: the file named
-            by ``$RECONET_VGG_WEIGHTS``; torchvision's torch-hub cache; a download from torchvision's URL into
-            that cache (needs internet; the sha256 prefix in the file name is checked). If all fail, a
-            :class:`~reconet_lib.errors.UserInputError` says how to provide the file.
+            ``"imagenet"``: torchvision's ``VGG16_Weights.IMAGENET1K_V1`` (``vgg16-397923af.pth``), found by the
+            library's resource policy (:func:`reconet_lib.resources.locate`): the file named by
+            ``$RECONET_VGG_WEIGHTS``; torch hub's cache; a mirror; a download (unless ``RECONET_OFFLINE=1``),
+            verified by the sha256 prefix in the file name. If all fail,
+            :class:`~reconet_lib.resources.ResourceUnavailable` (a UserInputError) says how to provide the file.
             A path (``str`` or ``Path``): a ``.pth`` state dict of a torchvision VGG-16, either the full model's
             (``features.N.weight`` keys) or only its ``features`` (``N.weight`` keys); the classifier is ignored.
             ``None``: seeded random weights (Kaiming-normal, fan-in, so activations keep their scale) for tests
@@ -161,16 +135,18 @@ class VGGFeatures(nn.Module):
         """Whether ``VGGFeatures(weights)`` can be built without a download (never touches the network).
 
         ``None`` is always available; a path when the file exists; ``"imagenet"`` when ``$RECONET_VGG_WEIGHTS``
-        names an existing file or the torch-hub cache holds the torchvision file.
+        names an existing file or the cache holds the verified torchvision file.
         """
+        from . import resources
+
         if weights is None:
             return True
         if str(weights) != "imagenet":
             return Path(weights).expanduser().is_file()
-        env = os.environ.get(VGG_WEIGHTS_ENV)
-        if env:
-            return Path(env).expanduser().is_file()
-        return _hub_cache_file().is_file()
+        try:
+            return resources.local_file(_RESOURCE) is not None
+        except UserInputError:
+            return False
 
     def train(self, mode: bool = True) -> VGGFeatures:
         """The loss network always stays in eval mode (it is frozen); ``train()`` is a no-op."""
@@ -218,7 +194,7 @@ class VGGFeatures(nn.Module):
             if value is None:
                 raise UserInputError(
                     f"the VGG-16 weights file lacks 'features.{key}'; use torchvision's vgg16 state dict "
-                    f"({_imagenet_weights_info()[0]}) or a state dict of vgg16().features"
+                    "(vgg16-397923af.pth) or a state dict of vgg16().features"
                 )
             if tuple(value.shape) != tuple(expected.shape):
                 raise UserInputError(
@@ -257,7 +233,7 @@ def _load_state_file(path: Path) -> Mapping[str, torch.Tensor]:
     except Exception as exc:  # pickle errors, truncated zip files, non-tensor objects
         raise UserInputError(
             f"{path} could not be read as a PyTorch state dict ({type(exc).__name__}: {exc}); it should be "
-            f"torchvision's {_imagenet_weights_info()[1]} or another torch.save'd vgg16 state dict"
+            "torchvision's vgg16-397923af.pth or another torch.save'd vgg16 state dict"
         ) from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserInputError(f"{path} does not hold a state dict (a mapping of names to tensors)")
@@ -266,25 +242,11 @@ def _load_state_file(path: Path) -> Mapping[str, torch.Tensor]:
 
 def _resolve_state_dict(weights: str | os.PathLike, *, progress: bool) -> Mapping[str, torch.Tensor]:
     """Find and read the state dict that ``weights`` stands for (see :class:`VGGFeatures`)."""
+    from . import resources
+
     if str(weights) != "imagenet":
         return _load_state_file(Path(weights).expanduser())
-    env = os.environ.get(VGG_WEIGHTS_ENV)
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_file():
-            raise UserInputError(f"{VGG_WEIGHTS_ENV}={env} does not name an existing file; fix or unset it")
-        return _load_state_file(path)
-    cache = _hub_cache_file()
-    if not cache.is_file():
-        url, name = _imagenet_weights_info()
-        hash_prefix = name.rsplit("-", 1)[-1].split(".")[0]  # torchvision names files <name>-<sha256 prefix>.pth
-        print(f"VGGFeatures: downloading the ImageNet VGG-16 weights (528 MB) from {url} to {cache}")
-        try:
-            _download(url, cache, hash_prefix, progress)
-        except Exception as exc:  # no network, proxy refusal, hash mismatch, full disk
-            reason = f"download failed: {type(exc).__name__}: {exc}"
-            raise UserInputError(_offline_message(url, cache, reason)) from None
-    return _load_state_file(cache)
+    return _load_state_file(resources.locate(_RESOURCE, progress=progress))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -570,6 +532,13 @@ class LossWeights:
         for layer, w in self.style_layer_weights.items():
             if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
                 raise UserInputError(f"LossWeights.style_layer_weights[{layer!r}] must be a number >= 0; got {w!r}")
+
+    @classmethod
+    def from_dict(cls, values) -> "LossWeights":
+        """Build weights from a dict of field names (missing ones keep their defaults; unknown ones are refused)."""
+        from .config import from_dict
+
+        return from_dict(cls, values, "LossWeights")
 
     @property
     def vgg_layers(self) -> tuple[str, ...]:

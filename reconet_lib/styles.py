@@ -133,16 +133,21 @@ def style_sha256(name: str) -> str:
 def style_path(name: str, *, mirror: str | os.PathLike | None = None) -> Path:
     """Local path of a catalog style image, verified against its sha256.
 
-    Downloaded styles are fetched into ``data_dir()/"styles"`` (through ``mirror`` or ``$RECONET_MIRROR``
-    first, if given); procedural ones are generated there on first use.
+    Downloaded styles follow the library's resource policy (:func:`reconet_lib.resources.locate`): the
+    verified file in ``data_dir()/"styles"``, a mirror (``mirror`` or ``$RECONET_MIRROR``), a download unless
+    ``RECONET_OFFLINE=1``. Procedural ones are generated there on first use.
 
     Raises:
         UserInputError: unknown name.
-        reconet_lib.download.DownloadError: the image could not be downloaded or does not verify
-            (offline, for example); the message says how to place the file by hand.
+        reconet_lib.download.DownloadError: the image could not be had or does not verify (offline, for
+            example; a :class:`~reconet_lib.resources.ResourceUnavailable` then says how to provide it).
     """
+    from . import resources
+
     style = get_style(name)
     folder = data_dir() / "styles"
+    if not style.procedural and mirror is None:
+        return resources.locate(style.resource_name)
     if not style.procedural:
         return download.fetch(style.resource_name, folder, mirror=mirror, progress=False)
     path = folder / f"{style.name}.png"

@@ -21,7 +21,8 @@ from reconet_lib.errors import UserInputError
 
 PAYLOAD = bytes(range(256)) * 1000  # 256 kB, several download chunks are not needed: the logic is per request
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
-STYLES_README = Path("/work/shared/styles/README.md")
+#: The shared real style images' README, beside the repository (never committed); tests skip without it.
+STYLES_README = Path(__file__).resolve().parents[1].parent / "shared" / "styles" / "README.md"
 
 
 # ---------------------------------------------------------------------------------------------

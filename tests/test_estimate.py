@@ -90,6 +90,7 @@ def test_raft_without_weights_offline_explains_how_to_provide_them(monkeypatch, 
         raise AssertionError("tried to download weights")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    monkeypatch.setenv("RECONET_OFFLINE", "1")  # the resource policy's opt-out: no download attempt
     estimate._load_raft_cached.cache_clear()
     a = torch.rand(1, 3, 16, 16)
     with pytest.raises(UserInputError, match=estimate.RAFT_WEIGHTS_ENV) as info:

@@ -1,7 +1,7 @@
 """Tests of reconet_lib.losses: VGG features, Gram matrices, perceptual, TV and temporal losses, pair loss."""
 from __future__ import annotations
 
-import urllib.error
+import dataclasses
 
 import pytest
 import torch
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconet_lib import losses
+from reconet_lib import download, losses
 from reconet_lib.errors import UserInputError
 from reconet_lib.losses import (
     LOSS_TERMS,
@@ -42,13 +42,15 @@ def no_network(monkeypatch, tmp_path):
     """An empty torch hub cache, no $RECONET_VGG_WEIGHTS, and a download that fails as if offline."""
     calls = []
 
-    def offline(url, dst, hash_prefix, progress):
+    def offline(url, part, res, progress):
         calls.append(url)
-        raise urllib.error.URLError("simulated: no network")
+        raise download.DownloadError("simulated", reason=f"could not download {url} (simulated: no network)")
 
     monkeypatch.delenv(losses.VGG_WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv(download.OFFLINE_ENV, raising=False)
+    monkeypatch.delenv(download.MIRROR_ENV, raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setattr(losses, "_download", offline)
+    monkeypatch.setattr(download, "_download", offline)
     return calls
 
 
@@ -191,11 +193,16 @@ def test_imagenet_weights_from_the_env_var_file_are_used_without_download(no_net
         VGGFeatures("imagenet")
 
 
-def test_imagenet_weights_found_in_the_torch_hub_cache_are_used_without_download(no_network, tmp_path):
-    cache = losses._hub_cache_file()
+def test_imagenet_weights_found_in_the_torch_hub_cache_are_used_without_download(no_network, tmp_path, monkeypatch):
+    from reconet_lib import resources
+
+    cache = resources.cache_dir("vgg16_imagenet") / "vgg16-397923af.pth"
     assert str(cache).startswith(str(tmp_path))
     cache.parent.mkdir(parents=True)
     torch.save({f"features.{k}": v for k, v in _features_state(seed=4).items()}, cache)
+    assert not VGGFeatures.available("imagenet")  # a cached file is used only when it verifies
+    stand_in = dataclasses.replace(download.resource("vgg16_imagenet"), sha256=download.sha256_file(cache))
+    monkeypatch.setitem(download.REGISTRY, "vgg16_imagenet", stand_in)
     assert VGGFeatures.available("imagenet")
     x = torch.rand(1, 3, 16, 16)
     got = VGGFeatures("imagenet", layers=["relu1_2"])(x)["relu1_2"]
