@@ -5,10 +5,12 @@ For frame t of each version it shows the output ``O_t``, the previous output war
 error ``valid_t * mean_c (O_t - W(O_{t-1}))^2`` as a heat map (grey = not valid), plus a plot of the
 per-frame ``e_stab`` of every version (and of the input itself) with frame t marked.
 
-Built only from core ipywidgets (``Play`` linked to an ``IntSlider``, ``ToggleButtons``, ``Image``).
-Everything it shows is also available without a browser: :meth:`TemporalExplorer.panel_images` returns
-the panels as uint8 arrays and :meth:`TemporalExplorer.static_figure` draws them with matplotlib
-(for static exports and tests).
+Built only from core ipywidgets (``Play`` linked to an ``IntSlider``, ``ToggleButtons``, ``Image``). The
+panels share the page width (each a fifth, wrapping onto a second row on narrow pages), so the widget never
+needs a horizontal scroll bar. Everything it shows is also available without a browser:
+:meth:`TemporalExplorer.panel_images` returns the panels as uint8 arrays and
+:meth:`TemporalExplorer.static_figure` draws them with matplotlib (for static exports, a saved notebook
+opened without a kernel, and tests).
 """
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ _TITLES = {
     "valid": "valid_t (white = compared)",
     "error": "error (O_t - W(O_t-1))^2",
 }
+#: Resolution of the figures (dots per inch) and the smallest text size used in them (points).
+FIGURE_DPI = 100
+TEXT_PT = 9
 
 
 def to_uint8_image(image: torch.Tensor) -> np.ndarray:
@@ -78,7 +83,8 @@ class TemporalExplorer:
             :class:`reconet_lib.metrics.TemporalFlows` holding backward flows (then ``valids`` is None).
         valids: ``(T-1, 1, H, W)`` with ``valids[t-1]`` = valid mask of frame t (1 = seen in t-1).
         vmax: top of the heat map's scale; default: the 99th percentile of valid errors of all versions.
-        panel_width: display width of each panel in pixels (the images keep their own resolution).
+        panel_width: the widest a panel is shown, in CSS pixels (the images keep their own resolution;
+            panels shrink below this to share the page width).
     """
 
     def __init__(
@@ -89,7 +95,7 @@ class TemporalExplorer:
         valids: torch.Tensor | None = None,
         *,
         vmax: float | None = None,
-        panel_width: int = 192,
+        panel_width: int = 240,
     ):
         if isinstance(flows, TemporalFlows):
             if flows.backward is None:
@@ -180,28 +186,38 @@ class TemporalExplorer:
         for name in self.names:
             ax.plot(frames, self.errors[name].per_pair.numpy(), marker=".", lw=1.2, label=name)
         ax.axvline(t, color="tab:red", lw=1)
-        ax.set_xlabel("frame t")
-        ax.set_ylabel("e_stab of pair (t-1, t)")
-        ax.legend(fontsize=7, loc="upper right")
+        ax.set_xlim(0.5, self.num_frames - 0.5)
+        ax.set_xlabel("frame t", fontsize=TEXT_PT)
+        ax.set_ylabel("e_stab of pair\n(t-1, t)", fontsize=TEXT_PT)
+        ax.tick_params(labelsize=TEXT_PT)
+        # Outside the axes, so it can never hide a point.
+        ax.legend(fontsize=TEXT_PT, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
         ax.grid(alpha=0.3)
 
-    def plot_image(self, t: int | None = None, dpi: int = 72) -> np.ndarray:
-        """The per-frame error plot (all versions, frame t marked) as an ``(h, w, 3)`` uint8 array."""
+    def plot_image(self, t: int | None = None, dpi: int = FIGURE_DPI) -> np.ndarray:
+        """The per-frame error plot (all versions, frame t marked) as an ``(h, w, 3)`` uint8 array.
+
+        At the default ``dpi`` it is about 750 x 220 pixels, shown at that size (or smaller) in the widget.
+        """
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(6.5, 2.2), dpi=dpi, layout="constrained")
+        fig = Figure(figsize=(7.5, 2.2), dpi=dpi, layout="constrained")
         canvas = FigureCanvasAgg(fig)
         self._plot_errors(fig.add_subplot(), self.frame if t is None else t)
         canvas.draw()
         return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
-    def static_figure(self, t: int | None = None, *, dpi: int = 72):
+    def static_figure(self, t: int | None = None, *, dpi: int = FIGURE_DPI):
         """A matplotlib ``Figure`` of frame t: one row of panels per version, and the error plot below.
 
-        For places where widgets cannot render (static exports, nbval). Not attached to pyplot; show it
+        The heat maps share one colour bar (squared error, 0 .. ``vmax``). For places where widgets cannot
+        render (static exports, a notebook opened without a kernel, nbval). Not attached to pyplot; show it
         with ``display(fig)`` in a notebook or save it with ``fig.savefig``.
         """
+        from matplotlib import colormaps
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
         from matplotlib.figure import Figure
 
         t = self.frame if t is None else t
@@ -210,9 +226,10 @@ class TemporalExplorer:
         columns = PANELS[1:]
         rows = len(self.names)
         h, w = self.inputs.shape[-2:]
-        panel = 1.6
-        fig = Figure(figsize=(panel * len(columns), panel * h / w * rows + 2.0), dpi=dpi, layout="constrained")
-        grid = fig.add_gridspec(rows + 1, len(columns), height_ratios=[panel * h / w] * rows + [1.8])
+        panel = 2.3
+        fig = Figure(figsize=(panel * len(columns) + 0.9, panel * h / w * rows + 2.6), dpi=dpi, layout="constrained")
+        grid = fig.add_gridspec(rows + 1, len(columns), height_ratios=[panel * h / w] * rows + [2.0])
+        heat_axes = []
         for r, name in enumerate(self.names):
             images = self.panel_images(t, name)
             for c, key in enumerate(columns):
@@ -221,11 +238,17 @@ class TemporalExplorer:
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if r == 0:
-                    ax.set_title(_TITLES[key], fontsize=7)
+                    ax.set_title(_TITLES[key].replace(" (", "\n("), fontsize=TEXT_PT)
                 if c == 0:
-                    ax.set_ylabel(name, fontsize=8)
+                    ax.set_ylabel(name, fontsize=TEXT_PT + 1)
+                if key == "error":
+                    heat_axes.append(ax)
+        scale = ScalarMappable(Normalize(0.0, self.vmax), colormaps[HEAT_CMAP])
+        bar = fig.colorbar(scale, ax=heat_axes, shrink=0.9, extend="max")
+        bar.set_label("squared error", fontsize=TEXT_PT)
+        bar.ax.tick_params(labelsize=TEXT_PT)
         self._plot_errors(fig.add_subplot(grid[rows, :]), t)
-        fig.suptitle(f"frame t = {t}; heat map scale 0 .. {self.vmax:.3g}; grey = not valid", fontsize=8)
+        fig.suptitle(f"frame t = {t} (grey in the heat map = not valid, not compared)", fontsize=TEXT_PT + 1)
         return fig
 
     # ----------------------------------------------------------------------------- widget
@@ -245,19 +268,30 @@ class TemporalExplorer:
         self._slider = widgets.IntSlider(value=self.frame, min=1, max=last, step=1, description="frame t")
         widgets.jslink((self._play, "value"), (self._slider, "value"))
         self._toggle = widgets.ToggleButtons(options=self.names, value=self.version, description="version")
-        self._images = {
-            key: widgets.Image(format="png", width=self.panel_width) for key in PANELS
-        }
-        self._plot = widgets.Image(format="png")
-        self._caption = widgets.HTML()
-        columns = [widgets.VBox([widgets.HTML(f"<b>{_TITLES[k]}</b>"), self._images[k]]) for k in PANELS]
-        self._widget = widgets.VBox([
-            widgets.HBox([self._play, self._slider]),
-            self._toggle,
-            widgets.HBox(columns),
-            self._caption,
-            self._plot,
-        ])
+        self._toggle.style.button_width = "auto"
+        # Sizes are shares of the page, never fixed pixel widths above the panel width: five panels of at
+        # most `panel_width` share a row and wrap to a second row when the page is narrow. (ipywidgets'
+        # HTML and slider widgets default to a fixed 300 px width, which is what made the columns overflow.)
+        fill = widgets.Layout(width="100%", height="auto", object_fit="contain")
+        self._images = {key: widgets.Image(format="png", layout=fill) for key in PANELS}
+        columns = [
+            widgets.VBox(
+                [widgets.HTML(f"<b>{_TITLES[k]}</b>", layout=widgets.Layout(width="auto")), self._images[k]],
+                layout=widgets.Layout(flex="1 1 0%", min_width="120px", max_width=f"{self.panel_width}px",
+                                      margin="0 4px 4px 0"),
+            )
+            for k in PANELS
+        ]
+        self._panels = widgets.HBox(columns, layout=widgets.Layout(width="100%", flex_flow="row wrap"))
+        self._plot = widgets.Image(format="png", layout=widgets.Layout(width="100%", max_width="750px", height="auto"))
+        self._caption = widgets.HTML(layout=widgets.Layout(width="auto"))
+        self._slider.layout = widgets.Layout(width="auto", flex="1 1 auto", max_width="500px")
+        controls = widgets.HBox([self._play, self._slider], layout=widgets.Layout(width="100%", flex_flow="row wrap"))
+        self._widget = widgets.VBox(
+            [controls, self._toggle, self._panels, self._caption, self._plot],
+            layout=widgets.Layout(width="100%"),
+        )
+        self._widget.add_class("reconet-temporal-explorer")
         self._slider.observe(self._on_frame, names="value")
         self._toggle.observe(self._on_version, names="value")
         self._refresh()

@@ -86,7 +86,7 @@ def test_static_figure_has_a_row_per_version_and_the_error_plot(explorer):
 
     fig = explorer.static_figure(2)
     assert isinstance(fig, Figure)
-    assert len(fig.axes) == 2 * 4 + 1
+    assert len(fig.axes) == 2 * 4 + 1 + 1  # panels, the error plot, the heat maps' colour bar
     plot = fig.axes[-1]
     assert len(plot.lines) == 1 + 2 + 1  # input, two versions, the frame marker
     assert plot.lines[-1].get_xdata()[0] == 2
@@ -109,3 +109,64 @@ def test_bad_frame_or_version_is_a_user_error(explorer, clip):
         explorer.set_version("nope")
     with pytest.raises(UserInputError, match="same frames"):
         TemporalExplorer(frames, {"short": frames[:, :, :16]}, flows)
+
+
+def _texts(fig):
+    from matplotlib.text import Text
+
+    return [t for t in fig.findobj(Text) if t.get_text().strip() and t.get_visible()]
+
+
+def test_static_figure_is_legible_and_its_heat_maps_have_a_colour_bar(explorer):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = explorer.static_figure(2)
+    FigureCanvasAgg(fig).draw()
+    assert fig.dpi >= 100
+    assert min(t.get_fontsize() for t in _texts(fig)) >= 9
+    bars = [ax for ax in fig.axes if ax.get_ylabel() == "squared error"]
+    assert len(bars) == 1
+    low, high = bars[0].get_ylim()
+    assert low == 0.0 and high == pytest.approx(explorer.vmax)
+
+
+def test_error_plot_legend_never_hides_a_point(explorer):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = explorer.static_figure(3)
+    FigureCanvasAgg(fig).draw()
+    plot = fig.axes[-1]
+    box = plot.get_legend().get_window_extent()
+    points = [line.get_xydata() for line in plot.lines[:-1]]  # every curve, not the frame marker
+    assert sum(len(p) for p in points) == 3 * (explorer.num_frames - 1)
+    for xy in points:
+        for x, y in plot.transData.transform(xy):
+            assert not box.contains(x, y), (x, y)
+
+
+def test_error_plot_image_is_rendered_at_100_dpi_or_more(explorer):
+    image = explorer.plot_image(2)
+    assert image.dtype == np.uint8 and image.shape[1] >= 7.5 * 100 - 1
+
+
+def test_widget_panels_share_the_page_width_and_wrap(explorer):
+    """No fixed pixel widths beyond a panel's maximum: five panels fit a 1400 px page, and wrap on a narrow one."""
+    import ipywidgets as widgets
+
+    widget = explorer.widget
+    assert explorer._panels.layout.flex_flow == "row wrap"
+    columns = explorer._panels.children
+    assert len(columns) == 5
+    for column in columns:
+        assert column.layout.max_width == f"{explorer.panel_width}px"
+        assert int(column.layout.min_width.removesuffix("px")) * 5 < 1000
+
+    def fixed_widths(w):
+        width = w.layout.width
+        yield from ([width] if width and width.endswith("px") else [])
+        for child in getattr(w, "children", ()):
+            yield from fixed_widths(child)
+
+    assert list(fixed_widths(widget)) == []
+    assert all(image.layout.width == "100%" for image in explorer._images.values())
+    assert isinstance(widget, widgets.VBox)
