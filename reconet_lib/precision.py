@@ -37,6 +37,11 @@ from .errors import UserInputError
 
 #: Environment variable that forces the CPU bfloat16 decision: ``1`` (use bf16) or ``0`` (use fp32).
 CPU_BF16_ENV = "RECONET_CPU_BF16"
+#: Settings that make a process behave like an AVX2-only CPU (AMD Zen 3, most laptops) on any x86 machine: torch's
+#: own kernels at AVX2, oneDNN's convolutions capped at AVX2 (so bfloat16 is emulated, as there), and MKL's matrix
+#: multiply at AVX2. ``bash run.sh test`` runs the notebooks under them so that CI exercises the slow-bf16 path
+#: even on a machine with native bfloat16. Each must be set before torch is imported (a new process).
+AVX2_ONLY_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 #: Training precisions a user can ask for.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: bfloat16 counts as native when the probe runs it at least this much faster than float32 (time ratio).

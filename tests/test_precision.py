@@ -9,8 +9,7 @@ import torch
 from reconet_lib import precision
 from reconet_lib.errors import UserInputError
 
-#: Environment that makes torch and oneDNN behave like an AVX2-only CPU (no AVX-512, no native bfloat16).
-AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+AVX2_ONLY = precision.AVX2_ONLY_ENV
 
 
 @pytest.fixture
