@@ -1,37 +1,40 @@
-"""Video in and out, and stylising a whole video with a trained ReCoNet.
+"""Video in and out: probing, decoding, encoding, frame folders, and showing a clip in a notebook.
 
-Frames leave and enter this module as ``uint8`` arrays ``(H, W, 3)``, RGB. The network sees float images
-``(B, 3, H, W)`` in [0, 1]; the conversion between the two happens here and nowhere else.
+Frames leave and enter this module as ``uint8`` arrays ``(H, W, 3)``, RGB (the stylising pipeline in
+:mod:`reconet_lib.stylize` converts them to and from the network's ``(B, 3, H, W)`` [0, 1] images).
 
 Reading (:func:`read_frames`, :func:`probe`) accepts three kinds of source:
 
-* a video file that the ffmpeg binary bundled with ``imageio-ffmpeg`` can decode (mp4, mov, mkv, avi, webm ...);
+* a video file (mp4, mov, mkv, avi, webm ...). :func:`probe` reads its container with PyAV: the exact rational
+  frame rate (30000/1001, not 29.97), the frame count the container announces, the streams (audio or not).
+  Frames are decoded by the ffmpeg binary bundled with ``imageio-ffmpeg``, which also turns rotated phone
+  videos upright. A file that yields fewer frames than it announces (damaged, truncated) is an error unless
+  ``allow_short=True``;
 * a folder of frames (``.png``, ``.jpg``, ``.jpeg``, ``.bmp`` in any letter case), taken in *natural* order
   (``frame_2`` before ``frame_10``);
 * a list of ``(H, W, 3)`` ``uint8`` arrays, or one array ``(T, H, W, 3)``.
 
-Writing (:func:`write_video`) produces H.264 MP4 in the ``yuv420p`` pixel format, which every browser and
-player shows. That format needs an even width and height, so a frame of odd size is **padded by one pixel,
-right/bottom** (the last column/row is repeated): it is never resized. The frame rate is kept, and the source's
-audio track is copied over when there is one. Every output is written under a temporary name in the same
-folder and renamed at the end, so a failed or interrupted run never leaves a partial file under the final name.
-
-:func:`stylize_video` runs the network on batches of frames while a reader thread decodes the next frames and a
-writer thread encodes the previous ones, through bounded queues (memory does not grow with the video's length).
+Writing (:func:`write_video`) produces H.264 MP4 in the ``yuv420p`` pixel format (PyAV's libx264), which every
+browser and player shows. That format needs an even width and height, so a frame of odd size is **padded by one
+pixel, right/bottom** (the last column/row is repeated): it is never resized. The frame rate is kept, and the
+source's audio track is copied over when there is one. Nothing is lost on failure: every output is written under
+a temporary name in the same folder, probed back (frame count and size as written) and only then renamed over
+the target; temporaries left by a killed process are removed by the next write (:func:`remove_stale_partials`),
+and output folders created for a failed write are removed again (:func:`prepared_output`).
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
+import errno
+import itertools
+import math
+import numbers
 import os
-import queue
 import re
 import shutil
 import subprocess
 import tempfile
-import threading
-import time
 import uuid
 from dataclasses import dataclass
 from fractions import Fraction
@@ -39,11 +42,9 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from .errors import UserInputError
-from .network import ReCoNet, optimize_for_inference
-from .sizes import Size, check_size, parse_size, resolve_size, size_arg
+from .sizes import Size, check_size, parse_size, resolve_size  # noqa: F401  (parse_size: kept for the notebooks)
 
 #: File name endings read as frames when the source is a folder (compared in lower case).
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -53,6 +54,13 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov")
 DEFAULT_FPS = 25.0
 #: Name pattern of the PNG files :func:`write_frames` writes (numbered from 1).
 FRAME_NAME = "frame_{:05d}.png"
+#: Frame rates outside this range are refused (:func:`check_fps`): frames per second.
+MIN_FPS, MAX_FPS = 0.1, 1000.0
+#: Marks the temporary names that writers use until a file is complete (see :func:`remove_stale_partials`).
+PARTIAL = ".partial-"
+#: Names of the stylising pipeline, which lives in :mod:`reconet_lib.stylize`; ``video.stylize_video`` keeps
+#: working for the notebooks and benchmarks that use it.
+_PIPELINE_NAMES = ("stylize_video", "StylizeReport", "resolve_precision", "add_stylize_command", "run_stylize_command")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -106,17 +114,19 @@ def probe(source) -> VideoInfo:
     return VideoInfo(fps=None, frame_count=len(frames), size=frames[0].shape[:2], has_audio=False, path=None)
 
 
-def read_frames(source, *, size: int | tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+def read_frames(source, *, size: Size | None = None, allow_short: bool = False) -> Iterator[np.ndarray]:
     """Yield the frames of a video file, a frame folder or a list/array of frames.
 
     Args:
         source: path of a video file or of a folder of frames, or ``(H, W, 3)`` uint8 arrays (see module doc).
         size: ``None`` keeps the frames' size; an int makes the longer side that many pixels (aspect kept);
-            ``(h, w)`` resizes to exactly that.
+            ``(h, w)`` resizes to exactly that (see :mod:`reconet_lib.sizes`).
+        allow_short: accept a video file that yields fewer frames than its container announces (a damaged or
+            truncated file); by default that is an error, raised after the last frame that could be decoded.
     Yields:
         ``(H, W, 3)`` uint8 RGB arrays; grey frames are repeated to three channels, RGBA loses its alpha.
     Raises:
-        UserInputError: missing, unreadable or empty source, or frames of different sizes.
+        UserInputError: missing, unreadable or empty source, frames of different sizes, or frames lost.
     """
     check_size(size)
     if _is_path(source):
@@ -125,7 +135,7 @@ def read_frames(source, *, size: int | tuple[int, int] | None = None) -> Iterato
             frames = (_read_image(f) for f in frame_files(path))
         else:
             _require_file(path)
-            frames = _decode_video(path)
+            frames = _decode_video(path, _probe_video_file(path).frame_count, allow_short)
         name = str(path)
     else:
         frames = iter(_in_memory_frames(source))
@@ -267,102 +277,94 @@ def _read_image(path: Path) -> np.ndarray:
 # ---- video files through the ffmpeg binary
 
 
-def _run_ffmpeg(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        check=False,
-    )
-
-
 def _probe_video_file(path: Path) -> VideoInfo:
-    # Copying the video stream to the null muxer demuxes every packet without decoding: exact and fast.
-    result = _run_ffmpeg(["-i", str(path), "-map", "0:v:0?", "-c", "copy", "-f", "null", "-"])
-    log = result.stderr.decode("utf-8", errors="replace")
-    header = _input_section(log)
-    video = [line for line in header.splitlines() if re.search(r"Stream #\d+:\d+.*: Video: ", line)]
-    if not video:
-        if re.search(r"Stream #\d+:\d+", header):
+    """Read a video file's container with PyAV: exact rational frame rate, announced frame count, streams."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{path} is not a video ffmpeg can read ({_short(exc)}); pass a video file or a frame folder") from None
+    with container:
+        if not container.streams.video:
             raise UserInputError(f"{path} has no video stream; pass a video file or a folder of frames")
-        reason = _last_line(log)
-        raise UserInputError(f"{path} is not a video ffmpeg can read ({reason}); pass a video file or a frame folder")
-    line = video[0].split(": Video: ", 1)[1]
-    parts = [p.strip() for p in re.split(r",\s*(?![^()\[\]]*[)\]])", line)]
-    width = height = None
-    fps = None
-    for part in parts:
-        match = re.fullmatch(r"(\d+)x(\d+)(\s*\[.*\])?(\s*\(.*\))?", part)
-        if match and width is None:
-            width, height = int(match.group(1)), int(match.group(2))
-        match = re.fullmatch(r"([\d.]+)(k?) fps", part)
-        if match:
-            fps = float(match.group(1)) * (1000 if match.group(2) else 1)
-    if fps is None:
-        for part in parts:
-            match = re.fullmatch(r"([\d.]+)(k?) tbr", part)
-            if match:
-                fps = float(match.group(1)) * (1000 if match.group(2) else 1)
-    if width is None:
-        raise UserInputError(f"{path}: ffmpeg reports no frame size for its video stream; the file may be damaged")
-    rotation = re.search(r"rotation of (-?[\d.]+) degrees", header)
-    if rotation and round(abs(float(rotation.group(1)))) % 180 == 90:
-        width, height = height, width  # ffmpeg turns the frames upright when decoding
-    counts = re.findall(r"frame=\s*(\d+)", log)
-    frame_count = int(counts[-1]) if counts else None
-    if frame_count == 0:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        # MP4/MOV announce their frame count in the header; other containers (MKV, WebM) are counted by packets.
+        frame_count = stream.frames or _count_packets(container, stream)
+        size = (stream.height, stream.width)
+        if _first_frame_rotation(path) % 180 == 90:
+            size = size[::-1]  # ffmpeg turns the frames upright when decoding
+        has_audio = bool(container.streams.audio)
+    if frame_count == 0 or min(size) < 1:
         raise UserInputError(f"{path} holds no video frames; pass a video with at least one frame")
-    has_audio = any(re.search(r"Stream #\d+:\d+.*: Audio: ", line) for line in header.splitlines())
-    return VideoInfo(fps=_snap_fps(fps) if fps else None, frame_count=frame_count, size=(height, width),
+    return VideoInfo(fps=float(rate) if rate else None, frame_count=frame_count, size=size,
                      has_audio=has_audio, path=path)
 
 
-def _input_section(log: str) -> str:
-    """The part of an ffmpeg log that describes the inputs (before the outputs and the stream mapping)."""
-    end = len(log)
-    for marker in ("\nOutput #0", "\nStream mapping:"):
-        index = log.find(marker)
-        if index >= 0:
-            end = min(end, index)
-    return log[:end]
+def _count_packets(container, stream) -> int:
+    """Video packets of a container that does not announce its frame count (demuxed, not decoded)."""
+    import av
+
+    try:
+        return sum(1 for packet in container.demux(stream) if packet.size)
+    except av.FFmpegError:
+        return 0
 
 
-def _last_line(log: str) -> str:
-    lines = [line.strip() for line in log.strip().splitlines() if line.strip()]
-    return lines[-1][:160] if lines else "no message from ffmpeg"
+def _first_frame_rotation(path: Path) -> int:
+    """Rotation in degrees (display matrix) of the first frame, 0 when it cannot be decoded."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                return int(round(getattr(frame, "rotation", 0) or 0))
+    except av.FFmpegError:
+        pass
+    return 0
 
 
-def _snap_fps(fps: float) -> float:
-    """ffmpeg prints rates with two decimals; 29.97 and friends are really N * 1000 / 1001 (NTSC)."""
-    ntsc = round(fps * 1.001)
-    if ntsc > 0 and abs(fps - ntsc * 1000 / 1001) < 0.006 and abs(fps - round(fps)) > 0.006:
-        return ntsc * 1000 / 1001
-    return fps
+def _short(exc: BaseException) -> str:
+    """The last non-empty line of an error message (ffmpeg's reason), shortened."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1][:160] if lines else type(exc).__name__
 
 
-def _decode_video(path: Path) -> Iterator[np.ndarray]:
+def _decode_video(path: Path, announced: int | None, allow_short: bool) -> Iterator[np.ndarray]:
+    """Frames of a video file, decoded (and turned upright) by the ffmpeg binary of ``imageio-ffmpeg``.
+
+    Raises:
+        UserInputError: undecodable file; or fewer frames than the container announced (``announced``),
+            unless ``allow_short``.
+    """
     import imageio_ffmpeg
 
     reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    decoded = 0
     try:
         try:
             meta = next(reader)
         except (OSError, RuntimeError, StopIteration, IndexError, AttributeError) as exc:
-            raise UserInputError(
-                f"{path} is not a video ffmpeg can read ({_last_line(str(exc))}); pass a video file or a frame folder"
-            ) from None
+            raise UserInputError(f"{path} is not a video ffmpeg can read ({_short(exc)}); pass a video file or a frame folder") from None
         width, height = meta["size"]
         while True:
             try:
                 data = next(reader)
             except StopIteration:
-                return
+                break
             except RuntimeError as exc:
-                raise UserInputError(f"decoding {path} failed ({_last_line(str(exc))}); the file may be damaged") from None
+                raise UserInputError(f"decoding {path} failed ({_short(exc)}); the file may be damaged") from None
+            decoded += 1
             yield np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
     finally:
         reader.close()
+    if announced and decoded < announced and not allow_short:
+        raise UserInputError(
+            f"{path} announces {announced} frames but only {decoded} could be decoded ({announced - decoded} lost: "
+            "the file is damaged or truncated); re-download or re-encode it, or accept the short read "
+            "(allow_short=True, reconet stylize --allow-short)"
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -382,6 +384,23 @@ def pad_to_even(frame: np.ndarray) -> np.ndarray:
     return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
+def check_fps(fps, *, what: str = "fps") -> float:
+    """A frame rate as a float, refused unless finite and between :data:`MIN_FPS` and :data:`MAX_FPS`.
+
+    Raises:
+        UserInputError: not a number, NaN, infinite, zero, negative or absurd (``0.0001``).
+    """
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real):
+        raise UserInputError(f"{what}={fps!r} is not a frame rate; give frames per second, e.g. 25 or 29.97")
+    value = float(fps)
+    if not math.isfinite(value) or not MIN_FPS <= value <= MAX_FPS:
+        raise UserInputError(
+            f"{what}={fps!r} is not a usable frame rate; give a number of frames per second between "
+            f"{MIN_FPS:g} and {MAX_FPS:g} (e.g. 25 or 29.97), or leave it out to keep the source's"
+        )
+    return value
+
+
 def write_video(
     path: str | os.PathLike,
     frames: Iterable[np.ndarray],
@@ -391,37 +410,61 @@ def write_video(
     quality: float = 7,
     preset: str = "veryfast",
 ) -> Path:
-    """Encode frames as an H.264 MP4 (``yuv420p``) with the ffmpeg binary bundled with ``imageio-ffmpeg``.
+    """Encode frames as an H.264 MP4 (``yuv420p``) with PyAV's libx264.
 
     Args:
         path: output file ending in ``.mp4`` (or ``.m4v``/``.mov``); its folder is created if needed.
         frames: ``(H, W, 3)`` uint8 RGB arrays, all the same size. Frames of odd height or width are
             padded by one pixel, right/bottom (edge replication) to even size: never resized.
-        fps: frames per second of the output (e.g. the source's :attr:`VideoInfo.fps`).
+        fps: frames per second of the output (e.g. the source's :attr:`VideoInfo.fps`); see :func:`check_fps`.
         audio_from: a video file whose audio track (if it has one) is copied into the output, re-encoded as
-            AAC; the output ends with the shorter of video and audio.
+            AAC and cut to the video's length (every frame is kept).
         quality: 1 (smallest file) .. 10 (best); 7 means x264 constant rate factor 15.
         preset: x264 speed preset; ``"veryfast"`` keeps encoding off the critical path of real-time stylisation.
     Returns:
-        The path written. The video is first written under a temporary name in the same folder and renamed
-        at the end, so a failure never leaves a partial file under ``path``.
+        The path written. The video is written under a temporary name in the same folder, probed back (frame
+        count and size as written) and only then renamed over ``path``: on any failure (a full disk, a dying
+        encoder, bad frames) an existing file at ``path`` is untouched and the temporary is removed.
+    Raises:
+        UserInputError: bad arguments, frames of different sizes, or the file could not be written (the
+            message says why, e.g. no space left on the device).
     """
-    import imageio_ffmpeg
-
     path = Path(path)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise UserInputError(
             f"{path} does not end in {'/'.join(VIDEO_SUFFIXES)}; write_video writes H.264 MP4 "
             "(use write_frames for a folder of PNG frames)"
         )
-    if not (isinstance(fps, (int, float, Fraction)) and fps > 0):
-        raise UserInputError(f"fps={fps!r} must be a positive number of frames per second")
+    rate = Fraction(check_fps(fps)).limit_denominator(1001)
     if not 1 <= quality <= 10:
         raise UserInputError(f"quality={quality!r} must lie between 1 and 10")
-    check_writable(path)
     audio = Path(audio_from) if audio_from is not None else None
     if audio is not None and audio.resolve() == path.resolve():
         raise UserInputError(f"the output {path} would overwrite the audio source; choose another output path")
+    with prepared_output(path):
+        remove_stale_partials(path)
+        video_tmp = _temp_path(path)
+        muxed_tmp = _temp_path(path) if audio is not None else None
+        try:
+            count, size = _encode_h264(video_tmp, frames, rate, quality, preset, path)
+            _verify_video(video_tmp, count, size, path)
+            final = video_tmp
+            if audio is not None and _has_audio(audio):
+                _copy_audio(video_tmp, audio, muxed_tmp, path)
+                _verify_video(muxed_tmp, count, size, path)
+                final = muxed_tmp
+            os.replace(final, path)
+        finally:
+            for tmp in (video_tmp, muxed_tmp):
+                if tmp is not None:
+                    tmp.unlink(missing_ok=True)
+    return path
+
+
+def _encode_h264(tmp: Path, frames: Iterable[np.ndarray], rate: Fraction, quality: float, preset: str,
+                 path: Path) -> tuple[int, tuple[int, int]]:
+    """Encode ``frames`` into ``tmp``; returns (frames written, (H, W) as stored, after padding to even)."""
+    import av
 
     frames = iter(frames)
     try:
@@ -431,72 +474,93 @@ def write_video(
     first = to_rgb_uint8(first, what="frame 0")
     h, w = first.shape[:2]
     padded = pad_to_even(first)
-
-    rate = Fraction(fps).limit_denominator(1001)
-    video_tmp = _temp_path(path)
-    muxed_tmp = _temp_path(path) if audio is not None else None
+    count = 0
     try:
-        writer = imageio_ffmpeg.write_frames(
-            str(video_tmp),
-            (padded.shape[1], padded.shape[0]),
-            pix_fmt_in="rgb24",
-            pix_fmt_out="yuv420p",
-            fps=rate,
-            quality=quality,
-            codec="libx264",
-            macro_block_size=2,  # sizes are even after padding, so ffmpeg never rescales
-            ffmpeg_log_level="error",
-            output_params=["-preset", preset, "-movflags", "+faststart"],
-        )
-        writer.send(None)
-        try:
-            writer.send(padded)
-            for index, frame in enumerate(frames, start=1):
+        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as container:
+            stream = container.add_stream("libx264", rate=rate)
+            stream.width, stream.height, stream.pix_fmt = padded.shape[1], padded.shape[0], "yuv420p"
+            stream.options = {"crf": str(int((1 - quality / 10) * 51)), "preset": preset}
+            for index, frame in enumerate(itertools.chain([first], frames)):
                 frame = to_rgb_uint8(frame, what=f"frame {index}")
                 if frame.shape[:2] != (h, w):
                     raise UserInputError(
                         f"frame {index} is {frame.shape[1]}x{frame.shape[0]} but frame 0 is {w}x{h}; "
                         "all frames of a video must have the same size"
                     )
-                writer.send(pad_to_even(frame))
-        finally:
-            writer.close()
-        if not video_tmp.is_file() or video_tmp.stat().st_size == 0:
-            raise UserInputError(f"ffmpeg wrote no video to {path.parent}; check free disk space")
-        final = video_tmp
-        if audio is not None and _has_audio(audio):
-            result = _run_ffmpeg([
-                "-y", "-v", "error", "-i", str(video_tmp), "-i", str(audio),
-                "-map", "0:v", "-map", "1:a?", "-c:v", "copy", "-c:a", "aac", "-shortest",
-                "-movflags", "+faststart", str(muxed_tmp),
-            ])
-            if result.returncode != 0:
-                raise UserInputError(
-                    f"copying the audio of {audio} into {path} failed ({_last_line(result.stderr.decode(errors='replace'))})"
-                )
-            final = muxed_tmp
-        os.replace(final, path)
-    finally:
-        for tmp in (video_tmp, muxed_tmp):
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
-    return path
+                picture = av.VideoFrame.from_ndarray(pad_to_even(frame), format="rgb24")
+                container.mux(stream.encode(picture))
+                count += 1
+            container.mux(stream.encode(None))
+    except (av.FFmpegError, OSError) as exc:
+        raise _write_error(path, exc) from None
+    return count, padded.shape[:2]
+
+
+def _write_error(path: Path, exc: BaseException) -> UserInputError:
+    """One line for a failed write: the reason, and free space as the likely fix when the disk is full."""
+    full = getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)
+    hint = f"free some space in {path.parent} or write elsewhere" if full else "check the output folder"
+    reason = "no space left on the device" if full else _short(exc)
+    return UserInputError(f"writing {path} failed ({reason}); {hint}. Nothing was written under that name")
+
+
+def _verify_video(tmp: Path, count: int, size: tuple[int, int], path: Path) -> None:
+    """Probe a written video back: it must hold ``count`` frames of ``size`` ``(H, W)``."""
+    try:
+        info = _probe_video_file(tmp)
+    except UserInputError:
+        info = None
+    if info is None or info.frame_count != count or info.size != tuple(size):
+        found = "an unreadable file" if info is None else f"{info.frame_count} frames of {info.size[1]}x{info.size[0]}"
+        raise UserInputError(
+            f"writing {path} failed: {count} frames of {size[1]}x{size[0]} were encoded but the file holds "
+            f"{found} (is the disk full?); nothing was written under that name"
+        )
+
+
+def _copy_audio(video: Path, audio: Path, out: Path, path: Path) -> None:
+    """Mux ``video`` with the audio of ``audio`` (AAC, cut to the video's duration) into ``out``."""
+    import imageio_ffmpeg
+
+    result = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-v", "error",
+         "-i", str(video), "-i", str(audio), "-map", "0:v", "-map", "1:a?", "-c:v", "copy", "-c:a", "aac",
+         "-t", f"{_duration(video):.6f}", "-movflags", "+faststart", str(out)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+    )
+    if result.returncode != 0:
+        raise _write_error(path, OSError(result.stderr.decode("utf-8", errors="replace") or "ffmpeg failed"))
+
+
+def _duration(path: Path) -> float:
+    """Seconds of the first video stream of ``path``."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return float(stream.duration * stream.time_base) if stream.duration else float(container.duration or 0) / 1e6
 
 
 def _has_audio(path: Path) -> bool:
     """Whether ``path`` is a video/audio file with an audio track (folders and unreadable files have none)."""
+    import av
+
     if not path.is_file():
         return False
-    result = _run_ffmpeg(["-i", str(path)])
-    header = _input_section(result.stderr.decode("utf-8", errors="replace"))
-    return any(re.search(r"Stream #\d+:\d+.*: Audio: ", line) for line in header.splitlines())
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.audio)
+    except (av.FFmpegError, OSError):
+        return False
 
 
 def write_frames(folder: str | os.PathLike, frames: Iterable[np.ndarray]) -> Path:
     """Write frames as PNG files ``frame_00001.png``, ``frame_00002.png`` ... into ``folder``.
 
-    The folder is filled under a temporary name next to it and renamed at the end. An existing folder is
-    replaced only if it holds nothing but such frame files (an earlier output); any other content is refused.
+    The folder is filled under a temporary name next to it, each file is checked (it opens as an image of the
+    size written), and only then renamed. An existing folder is replaced only if it holds nothing but such
+    frame files (an earlier output); any other content is refused. On any failure (a full disk, bad frames)
+    an earlier output is untouched and the temporary folder removed.
 
     Args:
         folder: the output folder.
@@ -504,37 +568,63 @@ def write_frames(folder: str | os.PathLike, frames: Iterable[np.ndarray]) -> Pat
     Returns:
         The folder.
     """
+    folder = Path(folder)
+    with prepared_output(folder, is_folder=True):
+        remove_stale_partials(folder)
+        tmp = _temp_path(folder)
+        old = None
+        try:
+            tmp.mkdir()
+            sizes = _save_pngs(tmp, frames, folder)
+            _verify_pngs(tmp, sizes, folder)
+            if folder.exists():
+                old = folder.parent / f"{tmp.name}.old"
+                os.replace(folder, old)
+            os.replace(tmp, folder)
+        except OSError as exc:
+            raise _write_error(folder, exc) from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def _save_pngs(tmp: Path, frames: Iterable[np.ndarray], folder: Path) -> list[tuple[int, int]]:
     from PIL import Image
 
-    folder = Path(folder)
-    check_writable(folder, is_folder=True)
-    tmp = _temp_path(folder)
-    tmp.mkdir()
-    old = None
-    try:
-        count = 0
-        for index, frame in enumerate(frames):
-            frame = to_rgb_uint8(frame, what=f"frame {index}")
-            Image.fromarray(frame).save(tmp / FRAME_NAME.format(index + 1), compress_level=3)
-            count += 1
-        if count == 0:
-            raise UserInputError(f"no frames to write to {folder}; give at least one frame")
-        if folder.exists():
-            old = folder.parent / f"{tmp.name}.old"
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    return folder
+    sizes = []
+    for index, frame in enumerate(frames):
+        frame = to_rgb_uint8(frame, what=f"frame {index}")
+        Image.fromarray(frame).save(tmp / FRAME_NAME.format(index + 1), compress_level=3)
+        sizes.append(frame.shape[:2])
+    if not sizes:
+        raise UserInputError(f"no frames to write to {folder}; give at least one frame")
+    return sizes
+
+
+def _verify_pngs(tmp: Path, sizes: list[tuple[int, int]], folder: Path) -> None:
+    """Every PNG written must open (header and data) as an image of the size it was written with."""
+    from PIL import Image, UnidentifiedImageError
+
+    for index, (h, w) in enumerate(sizes):
+        try:
+            with Image.open(tmp / FRAME_NAME.format(index + 1)) as image:
+                image.load()
+                ok = image.size == (w, h)
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+            ok = False
+        if not ok:
+            raise UserInputError(f"writing {folder} failed: frame {index + 1} did not read back (is the disk full?); "
+                                 "nothing was written under that name")
 
 
 def check_writable(path: str | os.PathLike, *, is_folder: bool = False) -> None:
     """Make sure an output file (or folder) can be created at ``path`` before any work is done.
 
-    Creates missing parent folders. Raises :class:`UserInputError` with the reason when the location is not
-    writable, is of the wrong kind, or (for a folder) already holds files other than earlier frame outputs.
+    Creates missing parent folders (see :func:`prepared_output` to remove them again on failure). Raises
+    :class:`UserInputError` with the reason when the location is not writable, is of the wrong kind, or (for a
+    folder) already holds files other than earlier frame outputs.
     """
     path = Path(path)
     if is_folder:
@@ -566,9 +656,66 @@ def check_writable(path: str | os.PathLike, *, is_folder: bool = False) -> None:
         ) from None
 
 
+@contextlib.contextmanager
+def prepared_output(path: str | os.PathLike, *, is_folder: bool = False) -> Iterator[Path]:
+    """:func:`check_writable`, and if the ``with`` block then fails, remove the folders it created (when empty).
+
+    A failed run therefore leaves no empty nested output folders behind (``-o new/deeper/out.mp4``).
+    """
+    path = Path(path)
+    missing = [folder for folder in [path.parent, *path.parent.parents] if not folder.exists()]  # deepest first
+    try:
+        check_writable(path, is_folder=is_folder)
+        yield path
+    except BaseException:
+        for folder in missing:
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty (or already gone): leave it and everything above it
+        raise
+
+
 def _temp_path(path: Path) -> Path:
-    """A fresh hidden name next to ``path`` (created by whoever writes it, so the usual permissions apply)."""
-    return path.parent / f".{path.stem}.partial-{uuid.uuid4().hex[:12]}{path.suffix}"
+    """A fresh hidden name next to ``path`` that names this process (see :func:`remove_stale_partials`)."""
+    return path.parent / f".{path.stem}{PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:12]}{path.suffix}"
+
+
+def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
+    """Remove temporaries of ``path`` left by a writer that was killed (``kill -9``, power loss).
+
+    A temporary is named ``.<stem>.partial-<pid>-<random><suffix>`` (a folder for frame output; ``.old`` for a
+    replaced folder). It is stale when the process ``<pid>`` no longer runs; temporaries of running writers
+    are left alone. Returns the paths removed.
+    """
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    pattern = re.compile(re.escape(f".{path.stem}{PARTIAL}") + r"(\d+)-[0-9a-f]{12}" + re.escape(path.suffix) + r"(\.old)?")
+    for candidate in path.parent.iterdir():
+        match = pattern.fullmatch(candidate.name)
+        if match and not _process_running(int(match.group(1))):
+            if candidate.is_dir() and not candidate.is_symlink():
+                shutil.rmtree(candidate, ignore_errors=True)
+            else:
+                candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _process_running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it runs, as another user
+    except OSError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -602,327 +749,10 @@ def show_video(path: str | os.PathLike, width: int = 480, *, loop: bool = True, 
     )
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Stylising a video
-# --------------------------------------------------------------------------------------------------------------
+def __getattr__(name: str):
+    # Imported lazily: stylize imports this module, so a plain import here would be circular.
+    if name in _PIPELINE_NAMES:
+        from . import stylize
 
-
-@dataclass(frozen=True)
-class StylizeReport:
-    """What :func:`stylize_video` did.
-
-    Attributes:
-        frames: number of frames stylised.
-        seconds: wall-clock time from the first decoded frame being requested to the output being complete.
-        model_fps: frames per second of the network alone (time inside model calls, CUDA-synchronised).
-        end_to_end_fps: ``frames / seconds``: decoding, conversion, network, encoding and writing together.
-        output: the file or folder written.
-        model_seconds: the time spent inside model calls.
-    """
-
-    frames: int
-    seconds: float
-    model_fps: float
-    end_to_end_fps: float
-    output: Path
-    model_seconds: float = 0.0
-
-    @property
-    def summary(self) -> str:
-        ratio = self.end_to_end_fps / self.model_fps if self.model_fps else float("nan")
-        return (
-            f"stylised {self.frames} frames in {self.seconds:.2f} s: network {self.model_fps:.1f} frames/s, "
-            f"end to end {self.end_to_end_fps:.1f} frames/s ({ratio:.0%} of the network's rate) -> {self.output}"
-        )
-
-
-class _Stop(Exception):
-    """Raised inside a pipeline stage when another stage has failed."""
-
-
-@dataclass
-class _Failure:
-    error: BaseException
-
-
-_END = object()
-
-
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
-    """Put with a bounded wait that gives up (returns False) once ``stop`` is set."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.05)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def _get(q: queue.Queue, stop: threading.Event):
-    """Get that raises :class:`_Stop` once ``stop`` is set and nothing is left to take."""
-    while True:
-        try:
-            return q.get(timeout=0.05)
-        except queue.Empty:
-            if stop.is_set():
-                raise _Stop() from None
-
-
-def resolve_precision(device: torch.device, half: bool | None) -> torch.dtype | None:
-    """The autocast dtype for inference: fp16 on CUDA, bf16 on a CPU with native bf16, or None (fp32).
-
-    ``half=None`` chooses automatically; ``half=False`` forces fp32; ``half=True`` asks for reduced precision
-    (bf16 on any CPU, even one that only emulates it).
-    """
-    if half is False:
-        return None
-    if device.type == "cuda":
-        return torch.float16
-    if device.type == "cpu":
-        if half is None:
-            native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()
-            return torch.bfloat16 if native else None
-        return torch.bfloat16
-    return None
-
-
-def _model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device, tensor.dtype
-    return torch.device("cpu"), torch.float32
-
-
-def stylize_video(
-    model: torch.nn.Module,
-    source,
-    output: str | os.PathLike,
-    *,
-    device: str | torch.device | None = None,
-    batch_size: int = 4,
-    half: bool | None = None,
-    side_by_side: bool = False,
-    size: int | tuple[int, int] | None = None,
-    fps: float | None = None,
-    progress: bool = True,
-) -> StylizeReport:
-    """Stylise every frame of a video with a ReCoNet and write the result.
-
-    Args:
-        model: a network taking and returning ``(B, 3, H, W)`` images in [0, 1] (e.g. from ``load_model``).
-        source: a video file, a folder of frames, or ``(H, W, 3)`` uint8 frames (see :func:`read_frames`).
-        output: an ``.mp4`` file (H.264, source frame rate and audio kept) or a folder (PNG frames).
-        device: where to run the model; default: where its parameters are. The model is moved there.
-        batch_size: frames per network call.
-        half: reduced precision: ``None`` = automatic (fp16 autocast on CUDA, bf16 on CPUs with native bf16
-            support), ``True`` = always, ``False`` = fp32. On the CPU a :class:`~reconet_lib.network.ReCoNet` then
-            runs through :func:`~reconet_lib.network.optimize_for_inference` (the fastest CPU path we found).
-        side_by_side: write ``input | output`` next to each other (the output is twice as wide).
-        size: resize the input first: longer side in pixels, or ``(h, w)``; ``None`` keeps the size.
-        fps: frame rate of an ``.mp4`` output; default the source's (:data:`DEFAULT_FPS` for folders/arrays).
-        progress: show a ``tqdm.auto`` progress bar.
-    Returns:
-        A :class:`StylizeReport` with frame count and frames per second (network alone and end to end).
-    Raises:
-        UserInputError: unreadable or empty source, unwritable output (checked before any decoding).
-    """
-    from tqdm.auto import tqdm
-
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise UserInputError(f"batch_size={batch_size!r} must be a positive integer")
-    check_size(size)
-    info = probe(source)
-    output = Path(output)
-    to_video = output.suffix.lower() in VIDEO_SUFFIXES
-    if not to_video and output.suffix:
-        raise UserInputError(f"output {output} must end in .mp4 (a video) or have no suffix (a folder of PNG frames)")
-    check_writable(output, is_folder=not to_video)
-    if info.path is not None and output.resolve() == info.path.resolve():
-        raise UserInputError(f"the output {output} is the input; choose another output path")
-    out_fps = fps or info.fps or DEFAULT_FPS
-    audio_from = info.path if (to_video and info.has_audio) else None
-
-    model_device, model_dtype = _model_device_dtype(model)
-    device = torch.device(device) if device is not None else model_device
-    model = model.to(device).eval()
-    autocast_dtype = resolve_precision(device, half)
-    if autocast_dtype is not None and model_dtype != torch.float32:
-        autocast_dtype = None  # a model already stored in fp16/bf16 runs as it is
-    input_dtype = model_dtype if autocast_dtype is None else torch.float32
-    if autocast_dtype is not None and device.type == "cpu" and isinstance(model, ReCoNet):
-        # On the CPU, half precision runs fastest through optimize_for_inference (bf16 weights and activations,
-        # channels-last, rewritten output layer): about 1.6x the autocast speed at 640x360 (docs/results.md).
-        model = optimize_for_inference(model, device, dtype=autocast_dtype)
-        autocast_dtype = None
-    pin = device.type == "cuda"
-
-    stop = threading.Event()
-    decoded: queue.Queue = queue.Queue(maxsize=3)
-    stylised: queue.Queue = queue.Queue(maxsize=3)
-    writer_errors: list[BaseException] = []
-
-    def read_batches() -> None:
-        try:
-            batch: list[np.ndarray] = []
-            with contextlib.closing(read_frames(source, size=size)) as frames_in:
-                for frame in frames_in:
-                    batch.append(frame)
-                    if len(batch) == batch_size:
-                        if not _put(decoded, _as_batch(batch, pin), stop):
-                            return
-                        batch = []
-            if batch and not _put(decoded, _as_batch(batch, pin), stop):
-                return
-            _put(decoded, _END, stop)
-        except BaseException as exc:  # handed to the main thread, which re-raises it
-            _put(decoded, _Failure(exc), stop)
-
-    def frames_to_write() -> Iterator[np.ndarray]:
-        while True:
-            item = _get(stylised, stop)
-            if item is _END:
-                return
-            inputs, outputs = item
-            if side_by_side:
-                outputs = np.concatenate([inputs, outputs], axis=2)
-            yield from outputs
-
-    def write_all() -> None:
-        try:
-            if to_video:
-                write_video(output, frames_to_write(), out_fps, audio_from=audio_from)
-            else:
-                write_frames(output, frames_to_write())
-        except BaseException as exc:
-            writer_errors.append(exc)
-            stop.set()
-
-    reader = threading.Thread(target=read_batches, name="reconet-decode", daemon=True)
-    writer = threading.Thread(target=write_all, name="reconet-encode", daemon=True)
-    bar = tqdm(total=info.frame_count, unit="frame", desc="stylising", disable=not progress)
-    frames = 0
-    model_seconds = 0.0
-    start = time.perf_counter()
-    reader.start()
-    writer.start()
-    try:
-        with torch.inference_mode(), _autocast(device, autocast_dtype):
-            while True:
-                try:
-                    item = _get(decoded, stop)
-                except _Stop:
-                    break
-                if item is _END:
-                    _put(stylised, _END, stop)
-                    break
-                if isinstance(item, _Failure):
-                    raise item.error
-                x = item.to(device, non_blocking=pin).permute(0, 3, 1, 2).to(input_dtype).div_(255)
-                _synchronize(device)
-                tic = time.perf_counter()
-                y = model(x)
-                _synchronize(device)
-                model_seconds += time.perf_counter() - tic
-                if y.shape != x.shape:
-                    raise UserInputError(f"the model returned {tuple(y.shape)} for input {tuple(x.shape)}; "
-                                         "it must return an image of the input's size")
-                out = y.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-                if not _put(stylised, (item.numpy(), out), stop):
-                    break
-                frames += len(out)
-                bar.update(len(out))
-        writer.join()
-    except BaseException:
-        stop.set()
-        writer.join()
-        raise
-    finally:
-        stop.set()
-        reader.join()
-        bar.close()
-    if writer_errors:
-        raise writer_errors[0]
-    seconds = time.perf_counter() - start
-    return StylizeReport(
-        frames=frames,
-        seconds=seconds,
-        model_fps=frames / model_seconds if model_seconds > 0 else float("inf"),
-        end_to_end_fps=frames / seconds,
-        output=output,
-        model_seconds=model_seconds,
-    )
-
-
-def _as_batch(frames: list[np.ndarray], pin: bool) -> torch.Tensor:
-    """Stack frames into a ``(B, H, W, 3)`` uint8 tensor (page-locked for fast copies to a GPU)."""
-    batch = torch.from_numpy(np.stack(frames))
-    return batch.pin_memory() if pin else batch
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Command line: reconet stylize
-# --------------------------------------------------------------------------------------------------------------
-
-
-def add_stylize_command(subparsers) -> argparse.ArgumentParser:
-    """Register ``reconet stylize INPUT --checkpoint CKPT -o OUTPUT`` on the command line's sub-parsers."""
-    parser = subparsers.add_parser(
-        "stylize",
-        help="stylise a video (or a folder of frames) with a trained ReCoNet",
-        description="Stylise every frame of a video with a trained ReCoNet checkpoint and write an H.264 MP4 "
-        "(source frame rate and audio kept) or a folder of PNG frames.",
-    )
-    parser.add_argument("input", help="video file or folder of frames (png/jpg/jpeg/bmp)")
-    parser.add_argument("--checkpoint", required=True, help="ReCoNet checkpoint (.pt) written by `reconet train`")
-    parser.add_argument("-o", "--output", required=True, help="output .mp4 file, or a folder for PNG frames")
-    parser.add_argument("--side-by-side", action="store_true", help="write input | output next to each other")
-    parser.add_argument("--size", type=size_arg, default=None,
-                        help="resize the input first: longer side N (aspect kept), or WxH exactly (e.g. 640x360)")
-    parser.add_argument("--batch-size", type=int, default=4, help="frames per network call (default 4)")
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda if available)")
-    parser.add_argument("--no-half", action="store_true", help="run in float32 instead of fp16/bf16")
-    parser.add_argument("--fps", type=float, default=None, help="output frame rate (default: the source's)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run_stylize_command)
-    return parser
-
-
-def run_stylize_command(args: argparse.Namespace) -> int:
-    """Carry out ``reconet stylize``: check input and output first, then load the model and stylise."""
-    from .checkpoint import load_model
-    from .config import default_device
-
-    device = _parse_device(args.device) if args.device else default_device()
-    if args.batch_size < 1:
-        raise UserInputError(f"--batch-size {args.batch_size} must be at least 1")
-    probe(args.input)
-    output = Path(args.output)
-    check_writable(output, is_folder=output.suffix.lower() not in VIDEO_SUFFIXES)
-    model = load_model(args.checkpoint, device=device)
-    report = stylize_video(
-        model, args.input, output, device=device, batch_size=args.batch_size, half=False if args.no_half else None,
-        side_by_side=args.side_by_side, size=args.size, fps=args.fps, progress=not args.quiet,
-    )
-    print(report.summary)
-    return 0
-
-
-def _parse_device(text: str) -> torch.device:
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise UserInputError(f"--device {text!r} is not a device; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"--device {text}: CUDA is not available on this machine; use --device cpu")
-    return device
+        return getattr(stylize, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,493 @@
+"""Stylising a whole video with a trained ReCoNet, and the ``reconet stylize`` command.
+
+:func:`stylize_video` runs the network on batches of frames while a reader thread decodes the next frames and a
+writer thread encodes the previous ones, through bounded queues (memory does not grow with the video's length):
+
+    read_frames --(uint8 batches)--> network (this thread) --(uint8 batches)--> write_video / write_frames
+
+The network runs as :class:`StylizeNetwork` runs it: device and precision come from
+:mod:`reconet_lib.precision`; on a CPU a :class:`~reconet_lib.network.ReCoNet` always goes through
+:func:`~reconet_lib.network.optimize_for_inference` (channels-last, rewritten output layer; bfloat16 where the CPU
+runs it natively, else float32); on CUDA it runs under float16 autocast.
+
+Everything a user can get wrong is refused before any frame is decoded, with one line: an unreadable source, an
+unwritable output, a frame rate that is not a positive finite number, a size whose frames would not fit in
+memory, a checkpoint whose weights are not finite. An error inside the reader or writer thread reaches the
+caller as the error it is (for a user's fault: one :class:`~reconet_lib.errors.UserInputError` line).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .errors import UserInputError
+from .network import ReCoNet, optimize_for_inference
+from .precision import inference_autocast, parse_device
+from .sizes import Size, check_size, format_size, resolve_size, size_arg
+from .video import (DEFAULT_FPS, VIDEO_SUFFIXES, check_fps, prepared_output, probe, read_frames, write_frames,
+                    write_video)
+
+#: Batches each queue between the pipeline's stages holds (decoded, and stylised waiting to be encoded).
+QUEUE_BATCHES = 3
+#: Share of the available memory a run may plan to use (the rest: the OS, the decoder, the encoder).
+MEMORY_SHARE = 0.8
+
+
+@dataclass(frozen=True)
+class StylizeReport:
+    """What :func:`stylize_video` did.
+
+    Attributes:
+        frames: number of frames stylised.
+        seconds: wall-clock time from the first decoded frame being requested to the output being complete.
+        model_fps: frames per second of the network alone (time inside model calls, CUDA-synchronised).
+        end_to_end_fps: ``frames / seconds``: decoding, conversion, network, encoding and writing together.
+        output: the file or folder written.
+        model_seconds: the time spent inside model calls.
+    """
+
+    frames: int
+    seconds: float
+    model_fps: float
+    end_to_end_fps: float
+    output: Path
+    model_seconds: float = 0.0
+
+    @property
+    def summary(self) -> str:
+        ratio = self.end_to_end_fps / self.model_fps if self.model_fps else float("nan")
+        return (
+            f"stylised {self.frames} frames in {self.seconds:.2f} s: network {self.model_fps:.1f} frames/s, "
+            f"end to end {self.end_to_end_fps:.1f} frames/s ({ratio:.0%} of the network's rate) -> {self.output}"
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The network as the pipeline runs it
+# --------------------------------------------------------------------------------------------------------------
+
+
+def resolve_precision(device: torch.device, half: bool | None) -> torch.dtype | None:
+    """The autocast dtype for inference (None = float32): :func:`reconet_lib.precision.inference_autocast`."""
+    return inference_autocast(device, half)
+
+
+class StylizeNetwork:
+    """A network prepared to stylise frames on a device: ``(B, H, W, 3)`` uint8 in, the same shape out.
+
+    Args:
+        model: a network taking and returning ``(B, 3, H, W)`` images in [0, 1].
+        device: where to run it (default: where its parameters are); the model is moved there.
+        half: ``None`` = the precision policy of :mod:`reconet_lib.precision`, ``True`` = half precision even
+            where it is slow, ``False`` = float32. A model already stored in fp16/bf16 runs as it is.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device | None = None, half: bool | None = None):
+        model_device, model_dtype = _model_device_dtype(model)
+        self.device = parse_device(device) if device is not None else model_device
+        model = model.to(self.device).eval()
+        autocast = inference_autocast(self.device, half) if model_dtype == torch.float32 else None
+        self.input_dtype = model_dtype
+        if self.device.type == "cpu" and isinstance(model, ReCoNet) and model_dtype == torch.float32:
+            # The fastest CPU path we found, in the dtype the policy gives (float32 where bfloat16 is emulated).
+            model = optimize_for_inference(model, self.device, dtype=autocast or torch.float32)
+            autocast = None
+        self.model, self.autocast = model, autocast
+        self.pin = self.device.type == "cuda"
+
+    def __call__(self, batch: torch.Tensor) -> tuple[np.ndarray, float]:
+        """Stylise a ``(B, H, W, 3)`` uint8 batch; returns the uint8 result and the seconds inside the model."""
+        x = batch.to(self.device, non_blocking=self.pin).permute(0, 3, 1, 2).to(self.input_dtype).div(255)
+        _synchronize(self.device)
+        tic = time.perf_counter()
+        with torch.inference_mode():
+            try:
+                with _autocast(self.device, self.autocast):
+                    y = self.model(x)
+                _synchronize(self.device)
+            except (torch.cuda.OutOfMemoryError, MemoryError):
+                raise UserInputError(
+                    f"out of memory running the network on {len(batch)} frames of {batch.shape[2]}x{batch.shape[1]} "
+                    f"on {self.device}; use a smaller --size or --batch-size 1"
+                ) from None
+            seconds = time.perf_counter() - tic
+            if y.shape != x.shape:
+                raise UserInputError(f"the model returned {tuple(y.shape)} for input {tuple(x.shape)}; "
+                                     "it must return an image of the input's size")
+            out = y.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return out, seconds
+
+
+def _model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device, tensor.dtype
+    return torch.device("cpu"), torch.float32
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def check_finite_weights(model: torch.nn.Module, what: str = "the model") -> None:
+    """Refuse a network with NaN or infinite weights (a diverged training run): it would write black frames.
+
+    Raises:
+        UserInputError: names ``what`` and the first non-finite tensor.
+    """
+    bad = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise UserInputError(
+            f"{what} has non-finite weights (NaN or inf in {len(bad)} tensors, e.g. {bad[0]}): the training "
+            "diverged; use an earlier checkpoint (e.g. a step_*.pt beside it)"
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Memory: estimated before anything is allocated
+# --------------------------------------------------------------------------------------------------------------
+
+
+def estimate_memory(model: torch.nn.Module, frame_size: tuple[int, int], batch_size: int,
+                    device: torch.device) -> tuple[int, int]:
+    """Bytes a run needs at its peak: ``(host memory, device memory)`` (device memory is 0 on a CPU).
+
+    Host: the uint8 batches in flight (two queues, the batch being read and the one being written, input beside
+    output). Network: per frame, the float input and output and about three live activations of the widest
+    (full-resolution) layer, ``c1`` channels (48 when the model is not a ReCoNet), in the compute dtype.
+    """
+    h, w = frame_size
+    frame = h * w * 3
+    host = (2 * QUEUE_BATCHES + 3) * 2 * batch_size * frame
+    widest = model.config.channels[0] if isinstance(model, ReCoNet) else 48
+    network = batch_size * h * w * 4 * (2 * 3 + 3 * widest)
+    if device.type == "cuda":
+        return host, network
+    return host + network, 0
+
+
+def check_memory(model: torch.nn.Module, frame_size: tuple[int, int], batch_size: int, device: torch.device) -> None:
+    """Refuse a run whose frames would not fit in memory (:func:`estimate_memory`), before allocating anything."""
+    host, on_device = estimate_memory(model, frame_size, batch_size, device)
+    budgets = [("memory", host, _available_host_memory())]
+    if device.type == "cuda":
+        budgets.append((f"{device} memory", on_device, torch.cuda.mem_get_info(device)[0]))
+    for name, need, available in budgets:
+        if available is not None and need > MEMORY_SHARE * available:
+            raise UserInputError(
+                f"frames of {format_size(frame_size)} in batches of {batch_size} need about {need / 2**30:.1f} GiB "
+                f"of {name} but {available / 2**30:.1f} GiB are free; use a smaller --size (e.g. 1280) or --batch-size 1"
+            )
+
+
+def _available_host_memory() -> int | None:
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil comes with the notebook stack
+        return None
+    return int(psutil.virtual_memory().available)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What :func:`stylize_video` will do, checked before any frame is decoded."""
+
+    source: object
+    output: Path
+    to_video: bool
+    fps: float
+    audio_from: Path | None
+    size: Size | None
+    frame_size: tuple[int, int]
+    frame_count: int | None
+    batch_size: int
+    side_by_side: bool
+    allow_short: bool
+
+
+def _plan(source, output, *, batch_size, size, fps, side_by_side, allow_short) -> _Job:
+    """Check the arguments and the source (probed, not decoded); the output location is checked by the caller."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserInputError(f"batch_size={batch_size!r} must be a positive integer")
+    size = check_size(size)
+    if fps is not None:
+        fps = check_fps(fps)
+    info = probe(source)
+    output = Path(output)
+    to_video = output.suffix.lower() in VIDEO_SUFFIXES
+    if not to_video and output.suffix:
+        raise UserInputError(f"output {output} must end in .mp4 (a video) or have no suffix (a folder of PNG frames)")
+    if info.path is not None and output.resolve() == info.path.resolve():
+        raise UserInputError(f"the output {output} is the input; choose another output path")
+    return _Job(
+        source=source, output=output, to_video=to_video, fps=fps or info.fps or DEFAULT_FPS,
+        audio_from=info.path if (to_video and info.has_audio) else None, size=size,
+        frame_size=resolve_size(size, info.size), frame_count=info.frame_count, batch_size=batch_size,
+        side_by_side=side_by_side, allow_short=allow_short,
+    )
+
+
+class _Stop(Exception):
+    """Raised inside a pipeline stage when another stage has failed."""
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+
+
+_END = object()
+
+
+class _Pipeline:
+    """The reader and writer threads of one run and the two bounded queues between them and the network."""
+
+    def __init__(self, job: _Job, pin: bool):
+        self.job, self.pin = job, pin
+        self.stop = threading.Event()
+        self.decoded: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
+        self.stylised: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
+        self.writer_errors: list[BaseException] = []
+        self.reader = threading.Thread(target=self._read, name="reconet-decode", daemon=True)
+        self.writer = threading.Thread(target=self._write, name="reconet-encode", daemon=True)
+
+    def __enter__(self) -> "_Pipeline":
+        self.reader.start()
+        self.writer.start()
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None:
+            self.stop.set()
+        self.writer.join()
+        self.stop.set()
+        self.reader.join()
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        """The decoded ``(B, H, W, 3)`` uint8 batches; re-raises the reader's error; stops when the writer failed."""
+        while True:
+            try:
+                item = _get(self.decoded, self.stop)
+            except _Stop:
+                return
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+
+    def put(self, inputs: np.ndarray, outputs: np.ndarray) -> bool:
+        """Hand a stylised batch to the writer; False once the writer has failed."""
+        return _put(self.stylised, (inputs, outputs), self.stop)
+
+    def finish(self) -> None:
+        """Tell the writer that no more batches come, wait for it and re-raise its error."""
+        _put(self.stylised, _END, self.stop)
+        self.writer.join()
+        if self.writer_errors:
+            raise self.writer_errors[0]
+
+    def _read(self) -> None:
+        job = self.job
+        try:
+            batch: list[np.ndarray] = []
+            with contextlib.closing(read_frames(job.source, size=job.size, allow_short=job.allow_short)) as frames:
+                for frame in frames:
+                    batch.append(frame)
+                    if len(batch) == job.batch_size:
+                        if not _put(self.decoded, _as_batch(batch, self.pin), self.stop):
+                            return
+                        batch = []
+            if batch and not _put(self.decoded, _as_batch(batch, self.pin), self.stop):
+                return
+            _put(self.decoded, _END, self.stop)
+        except BaseException as exc:  # handed to the main thread, which re-raises it
+            _put(self.decoded, _Failure(exc), self.stop)
+
+    def _frames_to_write(self) -> Iterator[np.ndarray]:
+        while True:
+            item = _get(self.stylised, self.stop)
+            if item is _END:
+                return
+            inputs, outputs = item
+            if self.job.side_by_side:
+                outputs = np.concatenate([inputs, outputs], axis=2)
+            yield from outputs
+
+    def _write(self) -> None:
+        job = self.job
+        try:
+            if job.to_video:
+                write_video(job.output, self._frames_to_write(), job.fps, audio_from=job.audio_from)
+            else:
+                write_frames(job.output, self._frames_to_write())
+        except BaseException as exc:
+            self.writer_errors.append(exc)
+            self.stop.set()
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put with a bounded wait that gives up (returns False) once ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.05)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(q: queue.Queue, stop: threading.Event):
+    """Get that raises :class:`_Stop` once ``stop`` is set and nothing is left to take."""
+    while True:
+        try:
+            return q.get(timeout=0.05)
+        except queue.Empty:
+            if stop.is_set():
+                raise _Stop() from None
+
+
+def _as_batch(frames: list[np.ndarray], pin: bool) -> torch.Tensor:
+    """Stack frames into a ``(B, H, W, 3)`` uint8 tensor (page-locked for fast copies to a GPU)."""
+    batch = torch.from_numpy(np.stack(frames))
+    return batch.pin_memory() if pin else batch
+
+
+def _run(job: _Job, network: StylizeNetwork, progress: bool) -> StylizeReport:
+    """Decode, stylise and encode ``job`` through the pipeline; returns what was done."""
+    from tqdm.auto import tqdm
+
+    frames, model_seconds = 0, 0.0
+    start = time.perf_counter()
+    with tqdm(total=job.frame_count, unit="frame", desc="stylising", disable=not progress) as bar, \
+            _Pipeline(job, network.pin) as pipeline:
+        for batch in pipeline.batches():
+            out, seconds = network(batch)
+            model_seconds += seconds
+            if not pipeline.put(batch.numpy(), out):
+                break
+            frames += len(out)
+            bar.update(len(out))
+        pipeline.finish()
+    seconds = time.perf_counter() - start
+    return StylizeReport(
+        frames=frames, seconds=seconds, model_fps=frames / model_seconds if model_seconds > 0 else float("inf"),
+        end_to_end_fps=frames / seconds, output=job.output, model_seconds=model_seconds,
+    )
+
+
+def stylize_video(
+    model: torch.nn.Module,
+    source,
+    output: str | os.PathLike,
+    *,
+    device: str | torch.device | None = None,
+    batch_size: int = 4,
+    half: bool | None = None,
+    side_by_side: bool = False,
+    size: Size | None = None,
+    fps: float | None = None,
+    progress: bool = True,
+    allow_short: bool = False,
+) -> StylizeReport:
+    """Stylise every frame of a video with a ReCoNet and write the result.
+
+    Args:
+        model: a network taking and returning ``(B, 3, H, W)`` images in [0, 1] (e.g. from ``load_model``).
+        source: a video file, a folder of frames, or ``(H, W, 3)`` uint8 frames (see :func:`~.video.read_frames`).
+        output: an ``.mp4`` file (H.264, source frame rate and audio kept) or a folder (PNG frames).
+        device: where to run the model (``"cpu"``, ``"cuda:1"``, a ``torch.device``); default: where its
+            parameters are. The model is moved there.
+        batch_size: frames per network call.
+        half: precision (see :class:`StylizeNetwork`): ``None`` = the policy of :mod:`reconet_lib.precision`
+            (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), ``True`` = always half, ``False`` = fp32.
+        side_by_side: write ``input | output`` next to each other (the output is twice as wide).
+        size: resize the input first: ``N`` = longer side in pixels, or ``(H, W)`` (see :mod:`reconet_lib.sizes`).
+        fps: frame rate of an ``.mp4`` output; default the source's (:data:`~.video.DEFAULT_FPS` for folders/arrays).
+        progress: show a ``tqdm.auto`` progress bar.
+        allow_short: accept a damaged video that yields fewer frames than its container announces.
+    Returns:
+        A :class:`StylizeReport` with frame count and frames per second (network alone and end to end).
+    Raises:
+        UserInputError: unreadable or empty source, unwritable output, bad frame rate, frames too large for the
+            memory, non-finite weights (all checked before any decoding); frames lost to a damaged source.
+            On any failure nothing is written under ``output`` and output folders created for it are removed.
+    """
+    job = _plan(source, output, batch_size=batch_size, size=size, fps=fps, side_by_side=side_by_side,
+                allow_short=allow_short)
+    check_finite_weights(model)
+    with prepared_output(job.output, is_folder=not job.to_video):
+        network = StylizeNetwork(model, device, half)
+        check_memory(model, job.frame_size, batch_size, network.device)
+        return _run(job, network, progress)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command line: reconet stylize
+# --------------------------------------------------------------------------------------------------------------
+
+
+def add_stylize_command(subparsers) -> argparse.ArgumentParser:
+    """Register ``reconet stylize INPUT --checkpoint CKPT -o OUTPUT`` on the command line's sub-parsers."""
+    parser = subparsers.add_parser(
+        "stylize",
+        help="stylise a video (or a folder of frames) with a trained ReCoNet",
+        description="Stylise every frame of a video with a trained ReCoNet checkpoint and write an H.264 MP4 "
+        "(source frame rate and audio kept) or a folder of PNG frames.",
+    )
+    parser.add_argument("input", help="video file or folder of frames (png/jpg/jpeg/bmp)")
+    parser.add_argument("--checkpoint", required=True, help="ReCoNet checkpoint (.pt) written by `reconet train`")
+    parser.add_argument("-o", "--output", required=True, help="output .mp4 file, or a folder for PNG frames")
+    parser.add_argument("--side-by-side", action="store_true", help="write input | output next to each other")
+    parser.add_argument("--size", type=size_arg, default=None,
+                        help="resize the input first: longer side N (aspect kept), or WxH exactly (e.g. 640x360)")
+    parser.add_argument("--batch-size", type=int, default=4, help="frames per network call (default 4)")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--no-half", action="store_true", help="run in float32 instead of fp16/bf16")
+    parser.add_argument("--fps", type=float, default=None, help="output frame rate (default: the source's)")
+    parser.add_argument("--allow-short", action="store_true",
+                        help="accept a damaged video that yields fewer frames than its container announces")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_stylize_command)
+    return parser
+
+
+def run_stylize_command(args: argparse.Namespace) -> int:
+    """Carry out ``reconet stylize``: check input, output and options first, then load the model and stylise."""
+    from .checkpoint import load_model
+
+    device = parse_device(args.device)
+    job = _plan(args.input, args.output, batch_size=args.batch_size, size=args.size, fps=args.fps,
+                side_by_side=args.side_by_side, allow_short=args.allow_short)
+    with prepared_output(job.output, is_folder=not job.to_video):
+        model = load_model(args.checkpoint, device=device)
+        check_finite_weights(model, what=f"the checkpoint {args.checkpoint}")
+        report = stylize_video(
+            model, args.input, job.output, device=device, batch_size=args.batch_size,
+            half=False if args.no_half else None, side_by_side=args.side_by_side, size=args.size, fps=args.fps,
+            progress=not args.quiet, allow_short=args.allow_short,
+        )
+    print(report.summary)
+    return 0
