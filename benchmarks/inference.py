@@ -34,6 +34,8 @@ from typing import Callable
 
 import torch
 
+from reconet_lib import precision
+from reconet_lib.errors import UserInputError
 from reconet_lib.network import ReCoNet, count_flops, count_parameters, optimize_for_inference
 
 SIZES = ((640, 360), (320, 180))  # (width, height)
@@ -121,7 +123,8 @@ def autocast_call(model: ReCoNet, device: torch.device, dtype: torch.dtype, chan
     return run
 
 
-def modes_for(device: torch.device, compile_modes: bool) -> list[Mode]:
+def modes_for(device: torch.device, compile_modes: bool, half_modes: bool = True) -> list[Mode]:
+    """The modes to time; ``half_modes=False`` keeps only float32 ones (a CPU without native bfloat16)."""
     cl = torch.channels_last
 
     def plain(channels_last: bool):
@@ -145,6 +148,13 @@ def modes_for(device: torch.device, compile_modes: bool) -> list[Mode]:
     modes = [
         Mode("fp32", "fp32", plain(False)),
         Mode("fp32 channels_last", "fp32", plain(True)),
+        Mode("optimize_for_inference fp32", "fp32", optimized(torch.float32)),
+    ]
+    if not half_modes:
+        if compile_modes:
+            modes.append(Mode("optimize_for_inference fp32 + compile", "fp32", optimized(torch.float32, True), True))
+        return modes
+    modes += [
         Mode(f"{half_name} autocast", half_name, autocast(half, False)),
         Mode(f"{half_name} autocast channels_last", half_name, autocast(half, True)),
     ]
@@ -172,11 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     parser.add_argument("--batch", type=int, default=None, help="the larger batch size (default 8 on CUDA, 4 on CPU)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile mode")
+    parser.add_argument("--all-precisions", action="store_true",
+                        help="on a CPU without native bfloat16, time the (emulated, slow) bfloat16 modes anyway")
     args = parser.parse_args(argv)
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("CUDA is not available here; run with --device cpu", file=sys.stderr)
+    try:
+        device = precision.parse_device(args.device)
+    except UserInputError as exc:
+        print(exc, file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -201,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     # 1. what the hardware can do
     n = 8192 if gpu else (2048 if args.quick else 4096)
     repeats = 10 if gpu else 3
-    precisions = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    half_modes = gpu or args.all_precisions or precision.cpu_bf16_native()
+    if not gpu:
+        print(f"# precision policy: {precision.describe(device)}"
+              + ("" if half_modes else "; bfloat16 modes skipped (--all-precisions times them anyway)"))
+    precisions = {"fp32": torch.float32, "bf16": torch.bfloat16} if half_modes else {"fp32": torch.float32}
     if gpu:
         precisions["fp16"] = torch.float16
     rates: dict[str, Rate] = {}
@@ -224,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     best: dict[tuple, tuple[float, str]] = {}
-    for mode in modes_for(device, compile_modes=not args.no_compile):
+    for mode in modes_for(device, compile_modes=not args.no_compile, half_modes=half_modes):
         try:
             fn = mode.build(model)
         except Exception as exc:  # noqa: BLE001 - report and go on

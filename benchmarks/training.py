@@ -1,7 +1,8 @@
 """Benchmark: how fast does ReCoNet train, and is the data loader keeping up?
 
 For each training size (256x256 and 360x640, HxW) and each precision (float32 and mixed: bf16 on Ampere or newer,
-fp16 with a gradient scaler on older GPUs, bf16 autocast on the CPU) this runs ``reconet_lib.train.train`` twice in a
+fp16 with a gradient scaler on older GPUs, bf16 autocast on CPUs with native bfloat16, skipped on other CPUs:
+``reconet_lib.precision`` decides) this runs ``reconet_lib.train.train`` twice in a
 fresh process each time:
 
 * **loader excluded**: every step gets the same pair, already decoded and augmented in memory (no worker
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from reconet_lib import precision
 from reconet_lib import train as train_mod
 from reconet_lib.config import default_device
 
@@ -121,12 +123,18 @@ def main() -> None:
     if args.child:
         return child(args)
 
-    device = torch.device(args.device)
+    device = precision.parse_device(args.device)
     sizes = [(128, 128), (180, 320)] if args.quick else [(256, 256), (360, 640)]
-    mixed = "bf16"
+    # "mixed" is the policy's reduced precision: bf16 or fp16 + scaler on CUDA by compute capability; on the CPU
+    # bf16 only where it is native (on other CPUs it is emulated and many times slower, so it is skipped)
     if device.type == "cuda":
-        mixed = "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
+        mixed = "fp16" if precision.training_precision(device, "auto")[1] else "bf16"
+    else:
+        mixed = "bf16" if precision.cpu_bf16_native() else None
+        if mixed is None and "mixed" in args.precisions.split(","):
+            print(f"mixed precision skipped: {precision.describe(device)}")
     precisions = [mixed if p == "mixed" else p for p in args.precisions.split(",")]
+    precisions = [p for p in precisions if p is not None]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"preset {args.preset!r}, batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps, "
