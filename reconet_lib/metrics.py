@@ -133,11 +133,10 @@ def error_maps(outputs: torch.Tensor, flows: torch.Tensor, valids: torch.Tensor)
     """
     outputs, flows, valids = _check_sequence(outputs, flows, valids, "error_maps")
     maps = []
-    for s in range(0, outputs.shape[0] - 1, PAIRS_PER_CHUNK):
+    for s in range(0, outputs.shape[0] - 1, PAIRS_PER_CHUNK):  # chunked here too: bounds the squared maps
         e = min(s + PAIRS_PER_CHUNK, outputs.shape[0] - 1)
-        current = outputs[s + 1 : e + 1].float()
-        previous = warp(outputs[s:e].float(), flows[s:e].to(outputs.device))
-        squared = (current - previous).pow(2).mean(dim=1, keepdim=True)
+        previous = warped_previous(outputs[s : e + 1], flows[s:e])
+        squared = (outputs[s + 1 : e + 1].float() - previous).pow(2).mean(dim=1, keepdim=True)
         valid = valids[s:e].to(outputs.device)
         # where() rather than a product: an unknown (NaN) sample never leaks into the sum.
         maps.append(torch.where(valid > 0, valid * squared, torch.zeros_like(squared)))
@@ -281,20 +280,22 @@ class TemporalFlows:
         ``flow_backward`` / ``occlusions_backward`` (k -> k-1, stored under k >= 2) give the backward
         pairs when present. Sintel's ``invalid/<scene>`` masks and unknown flow values also count invalid.
         """
+        from . import sintel
+
         root = Path(root)
-        scene_flow = root / "flow" / scene
+        scene_flow = root / sintel.flow_folder(1) / scene
         if not scene_flow.is_dir():
             raise UserInputError(
                 f"no ground-truth flow folder {scene_flow}; expected the Sintel training layout "
                 "<root>/flow/<scene>/frame_%04d.flo (give --flow gt:<root>/<scene>)"
             )
-        forward, valid_fw = _read_sintel_direction(root, scene, "flow", "occlusions", first=1)
+        forward, valid_fw = _read_sintel_direction(root, scene, step=1)
         backward = valid_bw = None
-        if (root / "flow_backward" / scene).is_dir():
-            backward, valid_bw = _read_sintel_direction(root, scene, "flow_backward", "occlusions_backward", first=2)
+        if (root / sintel.flow_folder(-1) / scene).is_dir():
+            backward, valid_bw = _read_sintel_direction(root, scene, step=-1)
             if backward.shape != forward.shape:
                 raise UserInputError(
-                    f"{root / 'flow_backward' / scene} holds {backward.shape[0]} flows but "
+                    f"{root / sintel.flow_folder(-1) / scene} holds {backward.shape[0]} flows but "
                     f"{scene_flow} holds {forward.shape[0]}; the layout is incomplete"
                 )
         return cls(backward, valid_bw, forward, valid_fw, source=f"ground truth, scene {scene!r} of {root}")
@@ -336,37 +337,29 @@ class TemporalFlows:
         return cls(backward, valid_bw, forward, valid_fw, source=f"estimated ({method}) on the input frames")
 
 
-def _read_mask_png(path: Path) -> np.ndarray:
-    import imageio.v3 as iio
+def _read_sintel_direction(root: Path, scene: str, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All flows of one direction of a scene (``step`` +1: k -> k+1, -1: k -> k-1) and their valid masks.
 
-    image = np.asarray(iio.imread(path))
-    return image.max(axis=-1) > 0 if image.ndim == 3 else image > 0
+    Returns ``(N, 2, H, W)`` flows and ``(N, 1, H, W)`` valid masks: not occluded, not marked invalid, flow
+    known, target inside the frame (see :mod:`reconet_lib.sintel` for the layout and mask polarity).
+    """
+    from . import sintel
 
-
-def _read_sintel_direction(root: Path, scene: str, flow_dir: str, occ_dir: str, first: int):
-    from .flow import read_flo
-
-    flow_files = sorted((root / flow_dir / scene).glob("frame_*.flo"))
-    if not flow_files:
-        raise UserInputError(f"{root / flow_dir / scene} holds no frame_*.flo files")
-    numbers = [int(p.stem.split("_")[-1]) for p in flow_files]
+    folder = root / sintel.flow_folder(step) / scene
+    numbers = [k for k in sintel.frame_numbers(folder) if (folder / sintel.frame_name(k, ".flo")).is_file()]
+    first = sintel.FIRST_FRAME if step == 1 else sintel.FIRST_FRAME + 1
+    if not numbers:
+        raise UserInputError(f"{folder} holds no frame_*.flo files")
     if numbers != list(range(first, first + len(numbers))):
-        raise UserInputError(f"{root / flow_dir / scene}: expected frame_{first:04d}.flo onwards without gaps")
+        raise UserInputError(f"{folder}: expected {sintel.frame_name(first, '.flo')} onwards without gaps")
     flows, valids = [], []
-    for path in flow_files:
-        flow = read_flo(path)  # (H, W, 2); unknown pixels are NaN
-        valid = np.isfinite(flow).all(axis=-1)
-        for mask_dir in (occ_dir, "invalid") if flow_dir == "flow" else (occ_dir,):
-            mask_path = root / mask_dir / scene / path.with_suffix(".png").name
-            if mask_path.is_file():
-                valid &= ~_read_mask_png(mask_path)
-            elif mask_dir == occ_dir:
-                raise UserInputError(f"missing occlusion mask {mask_path} (white = occluded) for {path}")
+    for k in numbers:
+        flow = sintel.read_flow(root, scene, k, step)  # (2, H, W); unknown pixels are NaN
+        valid = sintel.read_valid(root, scene, k, step) * torch.isfinite(flow).all(dim=0, keepdim=True)
         flows.append(flow)
         valids.append(valid)
-    flow_t = torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).contiguous()
-    valid_t = torch.from_numpy(np.stack(valids))[:, None].float() * inside_mask(torch.nan_to_num(flow_t, nan=1e9))
-    return flow_t, valid_t
+    flow_t = torch.stack(flows)
+    return flow_t, torch.stack(valids) * inside_mask(torch.nan_to_num(flow_t, nan=1e9))
 
 
 # --------------------------------------------------------------------------------- both metrics
