@@ -21,26 +21,20 @@ def fresh_policy(monkeypatch):
     precision.cpu_precision_report.cache_clear()
 
 
-def _cpu(monkeypatch, *, hardware: bool, onednn: bool, ratio: float | None = None):
+def _cpu(monkeypatch, *, hardware: bool, onednn: bool):
     monkeypatch.setattr(precision, "_hardware_bf16", lambda: hardware)
     monkeypatch.setattr(precision, "_onednn_bf16", lambda: onednn)
-
-    def probe(budget_s=0.1):
-        if ratio is None:
-            raise AssertionError("the probe must not run when the flags already answer")
-        return ratio
-
-    monkeypatch.setattr(precision, "probe_bf16_ratio", probe)
+    monkeypatch.setattr(precision, "probe_bf16_ratio", lambda budget_s=0.1: pytest.fail("the decision must not time"))
 
 
-def test_cpu_with_native_bf16_that_measures_faster_gets_bf16(fresh_policy):
-    _cpu(fresh_policy, hardware=True, onednn=True, ratio=0.4)
+def test_cpu_with_native_bf16_gets_bf16(fresh_policy):
+    _cpu(fresh_policy, hardware=True, onednn=True)
     assert precision.cpu_bf16_native()
     assert precision.inference_dtype("cpu") == torch.bfloat16
     assert precision.inference_autocast("cpu") == torch.bfloat16
 
 
-def test_cpu_without_bf16_instructions_gets_fp32_without_probing(fresh_policy):
+def test_cpu_without_bf16_instructions_gets_fp32(fresh_policy):
     _cpu(fresh_policy, hardware=False, onednn=True)
     assert not precision.cpu_bf16_native()
     assert precision.inference_dtype("cpu") == torch.float32
@@ -51,12 +45,7 @@ def test_cpu_without_bf16_instructions_gets_fp32_without_probing(fresh_policy):
 def test_cpu_whose_onednn_is_capped_below_bf16_gets_fp32(fresh_policy):
     _cpu(fresh_policy, hardware=True, onednn=False)
     assert precision.inference_dtype("cpu") == torch.float32
-
-
-def test_cpu_flags_that_claim_bf16_but_measure_slower_get_fp32(fresh_policy):
-    _cpu(fresh_policy, hardware=True, onednn=True, ratio=15.0)
-    assert precision.inference_dtype("cpu") == torch.float32
-    assert "float32" in precision.describe("cpu")
+    assert "emulated" in precision.describe("cpu")
 
 
 def test_cpu_bf16_environment_override(fresh_policy):
@@ -161,7 +150,7 @@ def test_avx2_only_emulation_makes_the_policy_answer_fp32():
     assert out == "AVX2 torch.float32 (None, False)"
 
 
-def test_the_probe_sees_emulated_bf16_as_slower():
-    """Under the AVX2-only settings bfloat16 really is emulated: the measured probe alone would choose float32."""
-    out = _in_subprocess("from reconet_lib import precision as p; print(p.probe_bf16_ratio(0.05))", AVX2_ONLY)
-    assert float(out) * precision.NATIVE_SPEEDUP > 1.0, f"emulated bf16 measured at ratio {out}"
+def test_the_emulation_really_makes_bf16_slower_than_fp32():
+    """The AVX2-only settings reproduce the slowdown, not only the flags: a bf16 convolution is measured slower."""
+    out = _in_subprocess("from reconet_lib import precision as p; print(p.probe_bf16_ratio(0.1))", AVX2_ONLY)
+    assert float(out) > 1.5, f"emulated bf16 measured at {out} x the time of fp32"
