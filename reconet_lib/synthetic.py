@@ -6,6 +6,11 @@ quick mode of the notebooks need videos whose flow is known *exactly*. This modu
 The model is a stack of flat layers. Layer 0 is an endless textured background seen through a camera that
 pans, zooms and rotates a little from frame to frame; layers 1..N are textured objects (ellipses, rounded
 rectangles, blobs) that translate, rotate and scale on top of it, in depth order (a larger index is nearer).
+Two kinds of scene (``SyntheticConfig.scene``): ``"procedural"`` draws every texture from noise, stripes,
+checks and rings; ``"photo"`` paints the background with a photograph that ships inside scikit-image and
+the objects with cut-outs of photographed objects (a cup, a cat's face, ...; licences in
+:mod:`reconet_lib.photos`), and may change the lighting of the whole scene over time
+(``lighting_change``: a brightness ramp, which the flow does not explain and the luminance term allows).
 Each layer L has a texture and a shape defined in its own coordinates ``p`` and, per frame k, an affine map
 ``A_{L,k}`` that carries them into the image: ``x = A_{L,k} p``. Frame k shows at pixel ``x`` the topmost
 layer whose shape contains ``A_{L,k}^{-1} x``, with its texture there. Because everything is analytic:
@@ -54,6 +59,8 @@ RECORD_DIR = "synthetic_records"
 _RECORD_FORMAT = "reconet-synthetic-scene"
 _RECORD_VERSION = 1
 
+#: Kinds of scene (SyntheticConfig.scene).
+SCENES = ("procedural", "photo")
 # Shapes of the foreground objects, in the object's own coordinates (centred at the origin).
 _SHAPES = ("ellipse", "rounded_rectangle", "blob")
 # Side of the random lattices behind the value noise (the noise repeats every _LATTICE periods).
@@ -82,7 +89,12 @@ class SyntheticConfig:
         object_rotation: largest object spin in degrees per frame.
         object_zoom: largest relative object growth or shrinkage per frame.
         object_size: (min, max) object radius as a fraction of ``min(height, width)``.
-        texture_scale: multiplies every texture feature size (1 = finest details about 4 pixels).
+        texture_scale: multiplies every texture feature size (1 = finest details about 4 pixels;
+            procedural scenes only).
+        scene: ``"procedural"`` (noise textures) or ``"photo"`` (scikit-image photographs, see the module).
+        lighting_change: largest relative brightness change over the sequence (0 = none). Each sequence
+            draws a change in ``[-x, x]`` with probability 1/2 and none otherwise, and applies it as a ramp
+            from the first frame to the last (the flow and the masks do not change).
     """
 
     height: int = 96
@@ -99,6 +111,8 @@ class SyntheticConfig:
     object_zoom: float = 0.02
     object_size: tuple[float, float] = (0.15, 0.32)
     texture_scale: float = 1.0
+    scene: str = "procedural"
+    lighting_change: float = 0.0
 
     def __post_init__(self) -> None:
         def integer(name: str, low: int, high: int | None = None) -> None:
@@ -128,6 +142,9 @@ class SyntheticConfig:
         number("object_rotation", self.object_rotation, 0.0, 45.0, "degrees per frame")
         number("object_zoom", self.object_zoom, 0.0, 0.2, "relative change per frame")
         number("texture_scale", self.texture_scale, 0.25, 16.0, "multiplier of texture feature sizes")
+        number("lighting_change", self.lighting_change, 0.0, 0.5, "relative brightness change over the sequence")
+        if self.scene not in SCENES:
+            raise UserInputError(f"SyntheticConfig.scene must be one of {SCENES}; got {self.scene!r}")
         for name, low, high, what in (
             ("object_speed", 0.0, 100.0, "pixels per frame"),
             ("object_size", 0.01, 1.0, "fraction of min(height, width)"),
@@ -259,11 +276,19 @@ class _Texture:
 
 
 @dataclass
+class _PhotoTexture:
+    """A photo painted on a layer: layer point ``p`` shows ``pixels`` at ``p + origin`` (see photos.sample)."""
+
+    pixels: np.ndarray  # (h, w, 3) float64 in [0, 1], already scaled to the layer's size
+    origin: np.ndarray  # (2,) position in ``pixels`` of the layer's origin
+
+
+@dataclass
 class _Layer:
     shape: str  # "plane" (the background) or one of _SHAPES
     radii: tuple[float, float]
     blob_terms: np.ndarray  # (n, 3): harmonic, amplitude, phase (blob only)
-    texture: _Texture
+    texture: _Texture | _PhotoTexture
     maps: np.ndarray  # (T, 3, 3) float64, layer coordinates -> image coordinates per frame
     inverses: np.ndarray  # (T, 3, 3)
 
@@ -326,8 +351,12 @@ def _draw_texture(rng: np.random.Generator, size: float, scale: float) -> _Textu
     )
 
 
-def _texture_colour(t: _Texture, p: np.ndarray) -> np.ndarray:
+def _texture_colour(t: _Texture | _PhotoTexture, p: np.ndarray) -> np.ndarray:
     """Colour ``(N, 3)`` in [0, 1] of texture ``t`` at layer points ``p`` ``(N, 2)``."""
+    if isinstance(t, _PhotoTexture):
+        from .photos import sample
+
+        return sample(t.pixels, p + t.origin)
     g = 0.5 + 0.5 * np.sin(2 * math.pi * (p @ t.gradient_direction) / t.gradient_period + t.gradient_phase)
     colour = t.colours[0] + (t.colours[1] - t.colours[0]) * g[:, None]
 
@@ -396,22 +425,41 @@ def _camera_maps(config: SyntheticConfig, rng: np.random.Generator) -> np.ndarra
     )
 
 
+def _object_maps(
+    rng: np.random.Generator, config: SyntheticConfig, camera: np.ndarray, angle_range: tuple[float, float]
+) -> np.ndarray:
+    """``(T, 3, 3)`` maps of one object: a random start, velocity, acceleration, spin and growth, seen by the camera."""
+    h, w, t = config.height, config.width, config.frames
+    middle = (t - 1) / 2.0
+    centre = np.array([rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h])
+    velocity = _unit(rng) * rng.uniform(*config.object_speed)
+    acceleration = _unit(rng) * rng.uniform(0.0, config.object_acceleration)
+    angle0 = rng.uniform(*angle_range)
+    spin = rng.uniform(-config.object_rotation, config.object_rotation)
+    growth = 1.0 + rng.uniform(-config.object_zoom, config.object_zoom)
+    return np.stack(
+        [
+            camera[k]
+            @ _translation(centre + velocity * (k - middle) + 0.5 * acceleration * (k - middle) ** 2)
+            @ _similarity(angle0 + spin * k, growth ** (k - middle))
+            for k in range(t)
+        ]
+    )
+
+
+def _layer(shape: str, radii, texture, maps: np.ndarray, terms: np.ndarray | None = None) -> _Layer:
+    terms = np.zeros((0, 3)) if terms is None else terms
+    return _Layer(shape=shape, radii=radii, blob_terms=terms, texture=texture, maps=maps, inverses=np.linalg.inv(maps))
+
+
 def _draw_layers(config: SyntheticConfig) -> list[_Layer]:
     """Background and objects (bottom to top), all random draws in a fixed order from ``config.seed``."""
+    if config.scene == "photo":
+        return _draw_photo_layers(config)
     rng = np.random.default_rng(config.seed)
-    h, w, t = config.height, config.width, config.frames
+    h, w = config.height, config.width
     camera = _camera_maps(config, rng)
-    layers = [
-        _Layer(
-            shape="plane",
-            radii=(1.0, 1.0),
-            blob_terms=np.zeros((0, 3)),
-            texture=_draw_texture(rng, float(max(h, w)), config.texture_scale),
-            maps=camera,
-            inverses=np.linalg.inv(camera),
-        )
-    ]
-    middle = (t - 1) / 2.0
+    layers = [_layer("plane", (1.0, 1.0), _draw_texture(rng, float(max(h, w)), config.texture_scale), camera)]
     for _ in range(config.objects):
         radius = rng.uniform(*config.object_size) * min(h, w)
         aspect = rng.uniform(0.55, 1.0)
@@ -421,25 +469,60 @@ def _draw_layers(config: SyntheticConfig) -> list[_Layer]:
             [np.array([n, rng.uniform(0.05, 0.15), rng.uniform(0, 2 * math.pi)]) for n in (2, 3, 5)]
         )
         texture = _draw_texture(rng, 2.0 * radius, config.texture_scale)
-        centre = np.array([rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h])
-        velocity = _unit(rng) * rng.uniform(*config.object_speed)
-        acceleration = _unit(rng) * rng.uniform(0.0, config.object_acceleration)
-        angle0 = rng.uniform(0.0, 360.0)
-        spin = rng.uniform(-config.object_rotation, config.object_rotation)
-        growth = 1.0 + rng.uniform(-config.object_zoom, config.object_zoom)
-        maps = np.stack(
-            [
-                camera[k]
-                @ _translation(centre + velocity * (k - middle) + 0.5 * acceleration * (k - middle) ** 2)
-                @ _similarity(angle0 + spin * k, growth ** (k - middle))
-                for k in range(t)
-            ]
-        )
-        layers.append(
-            _Layer(shape=shape, radii=radii, blob_terms=terms, texture=texture, maps=maps,
-                   inverses=np.linalg.inv(maps))
-        )
+        maps = _object_maps(rng, config, camera, (0.0, 360.0))
+        layers.append(_layer(shape, radii, texture, maps, terms))
     return layers
+
+
+def _draw_photo_layers(config: SyntheticConfig) -> list[_Layer]:
+    """A photo background under the moving camera and photo cut-outs on top (see :mod:`reconet_lib.photos`).
+
+    The background photo is scaled so that it covers the frame plus the camera's travel; its layer
+    coordinates are the scene coordinates (frame 0's pixels). A cut-out of radius r (drawn like a procedural
+    object's) shows its photo's object box scaled to fit the shape's radii, which follow the box's aspect.
+    Layer membership keeps hard edges, so flows and occlusions stay exact at pixel centres.
+    """
+    from . import photos
+
+    rng = np.random.default_rng(config.seed)
+    h, w, t = config.height, config.width, config.frames
+    camera = _camera_maps(config, rng)
+    names = sorted(photos.PHOTOS)
+    background = names[int(rng.integers(len(names)))]
+    original = photos.photo_pixels(background)
+    travel = config.camera_pan * (t - 1) + config.camera_zoom * (t - 1) * max(h, w)
+    scale = max((w + 2 * travel + 8) / original.shape[1], (h + 2 * travel + 8) / original.shape[0])
+    pixels = photos.resized(background, scale)
+    slack = np.array([pixels.shape[1] - w, pixels.shape[0] - h], dtype=np.float64) / 2.0
+    origin = slack + rng.uniform(-0.5, 0.5, size=2) * np.maximum(slack - travel - 4.0, 0.0)
+    layers = [_layer("plane", (1.0, 1.0), _PhotoTexture(pixels, origin), camera)]
+
+    # Cut-outs of the other photos, each used once before any repeats.
+    cutouts = [(name, c) for name in names if name != background for c in photos.PHOTOS[name].cutouts]
+    order = []
+    for _ in range(config.objects):
+        if not order:
+            order = list(rng.permutation(len(cutouts)))
+        name, cutout = cutouts[int(order.pop())]
+        x0, y0, x1, y1 = cutout.box
+        radius = rng.uniform(*config.object_size) * min(h, w)
+        fit = 2.0 * radius / max(x1 - x0, y1 - y0)  # the box's longer side spans the diameter
+        radii = ((x1 - x0) * fit / 2.0, (y1 - y0) * fit / 2.0)
+        pixels = photos.resized(name, fit)
+        centre = np.array([(x0 + x1) / 2.0, (y0 + y1) / 2.0])
+        origin = (centre + 0.5) * fit - 0.5  # the box centre in the scaled photo (see photos.resized)
+        maps = _object_maps(rng, config, camera, (-15.0, 15.0))  # photos stay nearly upright
+        layers.append(_layer(cutout.shape, radii, _PhotoTexture(pixels, origin), maps))
+    return layers
+
+
+def _lighting_gains(config: SyntheticConfig) -> np.ndarray:
+    """``(T,)`` brightness factor of each frame: a ramp over the sequence, or ones (see ``lighting_change``)."""
+    if config.lighting_change == 0.0:
+        return np.ones(config.frames)
+    rng = np.random.default_rng([config.seed, 1])  # its own stream: the layers' draws do not move
+    change = rng.uniform(-config.lighting_change, config.lighting_change) if rng.random() < 0.5 else 0.0
+    return 1.0 + change * np.linspace(0.0, 1.0, config.frames)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -495,6 +578,7 @@ def make_sequence(config: SyntheticConfig | None = None) -> SyntheticSequence:
         raise UserInputError(f"make_sequence needs a SyntheticConfig; got {type(config).__name__}")
     h, w, t = config.height, config.width, config.frames
     layers = _draw_layers(config)
+    gains = _lighting_gains(config)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
     pixels = np.stack([xs.ravel(), ys.ravel()], axis=1)
 
@@ -507,7 +591,7 @@ def make_sequence(config: SyntheticConfig | None = None) -> SyntheticSequence:
             mine = owner == index
             if mine.any():
                 colour[mine] = _texture_colour(layer.texture, _apply(layer.inverses[k], pixels[mine]))
-        frames[k] = np.round(colour * 255.0).astype(np.uint8)
+        frames[k] = np.round(np.clip(colour * gains[k], 0.0, 1.0) * 255.0).astype(np.uint8)
         owners[k] = owner
 
     flow_fw = np.empty((t - 1, h * w, 2), dtype=np.float32)
@@ -713,12 +797,20 @@ def generate_dataset(
     return root
 
 
-def default_config(quick: bool) -> SyntheticConfig:
-    """The per-scene config of :func:`default_dataset`: 96 x 128 x 8 frames (quick) or 192 x 320 x 12 (full)."""
+def default_config(quick: bool, scene: str = "photo") -> SyntheticConfig:
+    """The per-scene config of :func:`default_dataset`: 96 x 128 x 8 frames (quick) or 192 x 320 x 12 (full).
+
+    ``scene="photo"`` (the default: scikit-image photographs, a lighting ramp in half of the scenes) or
+    ``"procedural"`` (noise textures, constant lighting).
+    """
+    if scene not in SCENES:
+        raise UserInputError(f"scene must be one of {SCENES}; got {scene!r}")
+    lighting = {"lighting_change": 0.2} if scene == "photo" else {}
     if quick:
-        return SyntheticConfig()
+        return SyntheticConfig(scene=scene, **lighting)
     return SyntheticConfig(
-        height=192, width=320, frames=12, objects=5, camera_pan=4.0, object_speed=(2.5, 7.0), texture_scale=1.5
+        height=192, width=320, frames=12, objects=5, camera_pan=4.0, object_speed=(2.5, 7.0), texture_scale=1.5,
+        scene=scene, **lighting,
     )
 
 
@@ -727,12 +819,13 @@ def default_scene_count(quick: bool) -> int:
     return 3 if quick else 6
 
 
-def default_dataset(quick: bool | None = None) -> Path:
+def default_dataset(quick: bool | None = None, scene: str = "photo") -> Path:
     """The synthetic dataset used when no real one is at hand, generated on first use and cached.
 
-    Lives at ``data_dir()/synthetic/{quick,full}/training`` in the Sintel training layout; quick mode
+    Lives at ``data_dir()/synthetic/{quick,full}/training`` (photo scenes) or
+    ``data_dir()/synthetic/{quick,full}-procedural/training`` in the Sintel training layout; quick mode
     (default: :func:`reconet_lib.config.quick_mode`) has 3 scenes of 8 frames at 128 x 96 (W x H), full mode
-    6 scenes of 12 frames at 320 x 192.
+    6 scenes of 12 frames at 320 x 192 (:func:`default_config`).
 
     Returns:
         The layout root (pass it wherever a Sintel ``training`` folder is expected).
@@ -740,5 +833,7 @@ def default_dataset(quick: bool | None = None) -> Path:
     from .config import data_dir, quick_mode
 
     quick = quick_mode() if quick is None else bool(quick)
-    root = data_dir() / "synthetic" / ("quick" if quick else "full") / "training"
-    return generate_dataset(root, scenes=default_scene_count(quick), config=default_config(quick))
+    config = default_config(quick, scene)
+    folder = ("quick" if quick else "full") + ("" if scene == "photo" else f"-{scene}")
+    root = data_dir() / "synthetic" / folder / "training"
+    return generate_dataset(root, scenes=default_scene_count(quick), config=config)

@@ -35,10 +35,12 @@ def sequence() -> SyntheticSequence:
     return make_sequence(SyntheticConfig(seed=0))
 
 
-@pytest.fixture(scope="module")
-def sequences() -> list[SyntheticSequence]:
-    """The default (quick) config for seeds 0..3."""
-    return [make_sequence(SyntheticConfig(seed=seed)) for seed in range(4)]
+@pytest.fixture(scope="module", params=["procedural", "photo"])
+def sequences(request) -> list[SyntheticSequence]:
+    """The quick default config for seeds 0..3, for each kind of scene (photo scenes without their lighting
+    ramp, which the flow is not meant to explain; see test_lighting_ramp_changes_brightness_only)."""
+    config = dataclasses.replace(default_config(True, scene=request.param), lighting_change=0.0)
+    return [make_sequence(dataclasses.replace(config, seed=seed)) for seed in range(4)]
 
 
 def _tensor_flow(flow: np.ndarray) -> torch.Tensor:
@@ -73,6 +75,8 @@ def _arrays(seq: SyntheticSequence) -> dict[str, np.ndarray]:
         {"object_size": (0.1, 1.5)},
         {"texture_scale": 0.0},
         {"object_rotation": "fast"},
+        {"scene": "photos"},
+        {"lighting_change": 0.9},
     ],
 )
 def test_config_rejects_nonsense_with_user_input_error(changes):
@@ -131,14 +135,17 @@ def test_warping_next_frame_with_exact_flow_reproduces_frame_on_valid_pixels(seq
     # Measured on seeds 0..3 of the default config: mean |warp(frame k+1, flow k->k+1) - frame k| over
     # valid pixels and channels is 0.0035-0.0047 (about 1/255), against 0.045-0.076 without warping
     # (ratio 0.06-0.09). What remains is bilinear interpolation of the texture, uint8 rounding, and the
-    # few valid pixels whose 2x2 sampling footprint straddles a layer edge.
+    # few valid pixels whose 2x2 sampling footprint straddles a layer edge. Photo scenes (without their
+    # lighting ramp, which the flow is not meant to explain): 0.0075-0.0107 against 0.052-0.114 (ratio
+    # 0.085-0.145): photographs hold more fine detail than the procedural textures.
     for seq in sequences:
+        photo = seq.config.scene == "photo"
         frames = seq.frames_tensor()
         valid = torch.from_numpy(seq.valid_forward)[:, None].float()
         warped = warp(frames[1:], _tensor_flow(seq.flow_forward))
         warped_error = ((warped - frames[:-1]).abs() * valid).sum() / (3 * valid.sum())
         raw_error = ((frames[1:] - frames[:-1]).abs() * valid).sum() / (3 * valid.sum())
-        assert warped_error < 0.01
+        assert warped_error < (0.015 if photo else 0.01)
         assert warped_error < 0.2 * raw_error
 
 
@@ -197,9 +204,12 @@ def _same_layer_footprint(seq: SyntheticSequence, k: int) -> np.ndarray:
     height=st.integers(8, 40),
     width=st.integers(8, 40),
     objects=st.integers(0, 4),
+    scene=st.sampled_from(synthetic.SCENES),
 )
-def test_round_trip_is_exact_where_the_target_footprint_is_one_layer(seed, height, width, objects):
-    seq = make_sequence(SyntheticConfig(height=height, width=width, frames=3, objects=objects, seed=seed))
+def test_round_trip_is_exact_where_the_target_footprint_is_one_layer(seed, height, width, objects, scene):
+    seq = make_sequence(
+        SyntheticConfig(height=height, width=width, frames=3, objects=objects, seed=seed, scene=scene)
+    )
     fw, bw = _tensor_flow(seq.flow_forward), _tensor_flow(seq.flow_backward)
     # Inside one layer the backward flow is affine, so its bilinear read at x + w is exact.
     residual = (fw + warp(bw, fw)).norm(dim=1).numpy()
@@ -210,6 +220,54 @@ def test_round_trip_is_exact_where_the_target_footprint_is_one_layer(seed, heigh
     for flow, occluded in ((fw, seq.occlusion_forward), (bw, seq.occlusion_backward)):
         outside = inside_mask(flow)[:, 0].numpy() < 0.5
         assert not (outside & ~occluded).any()
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), objects=st.integers(1, 4))
+def test_photo_scene_warp_with_exact_flow_beats_no_warp_where_one_layer_is_seen(seed, objects):
+    # Where a pixel's target footprint shows its own layer, the exact flow must explain the photo's motion:
+    # the warped frame is far closer to the current one than the unwarped neighbour.
+    seq = make_sequence(SyntheticConfig(height=32, width=40, frames=3, objects=objects, seed=seed, scene="photo"))
+    frames = seq.frames_tensor()
+    warped = warp(frames[1:], _tensor_flow(seq.flow_forward))
+    for k in range(seq.num_pairs):
+        mask = torch.from_numpy(_same_layer_footprint(seq, k))
+        if mask.sum() < 50:
+            continue
+        warped_error = (warped[k] - frames[k]).abs().mean(dim=0)[mask].mean()
+        raw_error = (frames[k + 1] - frames[k]).abs().mean(dim=0)[mask].mean()
+        assert warped_error < 0.03 and (raw_error < 0.01 or warped_error < 0.5 * raw_error)
+
+
+def test_lighting_ramp_changes_brightness_only():
+    # Seeds whose scene draws a ramp: frame 0 is untouched, later frames are brighter or darker, flows and
+    # masks are bit-identical to the same scene without the ramp.
+    changed = 0
+    for seed in range(6):
+        config = SyntheticConfig(height=24, width=32, frames=4, objects=2, seed=seed, scene="photo", lighting_change=0.3)
+        lit, plain = make_sequence(config), make_sequence(dataclasses.replace(config, lighting_change=0.0))
+        for name in ("flow_forward", "flow_backward", "occlusion_forward", "occlusion_backward", "layer_index"):
+            assert np.array_equal(getattr(lit, name), getattr(plain, name)), name
+        assert np.array_equal(lit.frames[0], plain.frames[0])
+        ratio = lit.frames[-1].astype(np.float64).mean() / plain.frames[-1].astype(np.float64).mean()
+        assert 0.65 < ratio < 1.35
+        changed += abs(ratio - 1.0) > 0.01
+    assert 1 <= changed <= 5  # "occasionally": some scenes change their lighting, some do not
+
+
+def test_photo_scenes_show_photographs_with_their_licences_recorded():
+    from reconet_lib import photos
+
+    seq = make_sequence(SyntheticConfig(seed=1, scene="photo"))
+    frames = seq.frames.astype(np.float32)
+    assert (frames.max(axis=(1, 2)) - frames.min(axis=(1, 2)) > 100).all()
+    assert set(np.unique(seq.layer_index)) == set(range(seq.config.objects + 1))
+    for photo in photos.PHOTOS.values():
+        assert "public domain" in photo.licence or "CC0" in photo.licence
+        h, w = photos.photo_pixels(photo.name).shape[:2]
+        for cutout in photo.cutouts:
+            x0, y0, x1, y1 = cutout.box
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
 
 
 def test_background_only_occlusions_are_exactly_the_out_of_frame_pixels():
@@ -362,4 +420,5 @@ def test_full_default_config_is_larger_and_multiple_of_four():
     full = default_config(False)
     assert (full.height, full.width, full.frames) == (192, 320, 12)
     assert full.height % 4 == 0 and full.width % 4 == 0
-    assert default_config(True) == SyntheticConfig()
+    assert default_config(True, scene="procedural") == SyntheticConfig()
+    assert default_config(True) == SyntheticConfig(scene="photo", lighting_change=0.2)
