@@ -106,12 +106,39 @@ def _closed_port_url() -> str:
 @pytest.fixture(autouse=True)
 def _no_env_mirror(monkeypatch, tmp_path):
     monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(download.OFFLINE_ENV, raising=False)  # these tests download from a local server
     monkeypatch.setenv("RECONET_DATA", str(tmp_path / "data"))
 
 
 # ---------------------------------------------------------------------------------------------
 # fetch
 # ---------------------------------------------------------------------------------------------
+
+
+def test_offline_opt_out_uses_only_the_file_on_disk_and_mirror_folders(server, tmp_path, monkeypatch):
+    monkeypatch.setenv(download.OFFLINE_ENV, "1")
+    with pytest.raises(DownloadError, match="RECONET_OFFLINE=1"):
+        fetch(_res(server), tmp_path, progress=False)
+    assert server.requests == []
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "data.bin").write_bytes(PAYLOAD)
+    assert fetch(_res(server), tmp_path / "out", mirror=mirror, progress=False).read_bytes() == PAYLOAD
+    assert fetch(_res(server), tmp_path / "out", progress=False).read_bytes() == PAYLOAD  # now on disk
+    assert server.requests == []
+    with pytest.raises(UserInputError, match="RECONET_OFFLINE"):
+        monkeypatch.setenv(download.OFFLINE_ENV, "maybe")
+        fetch(_res(server), tmp_path / "other", progress=False)
+
+
+def test_base_url_override_replaces_the_server_part_of_the_url(server, tmp_path, monkeypatch):
+    res = download.Resource("x", "https://unreachable.invalid/some/where/data.bin", "data.bin", len(PAYLOAD),
+                            PAYLOAD_SHA, url_key="TESTHOST")
+    base = server.base
+    monkeypatch.setenv(download.BASE_URL_ENV_PREFIX + "TESTHOST", base)
+    assert download.source_url(res) == base + "/data.bin"
+    assert fetch(res, tmp_path, progress=False).read_bytes() == PAYLOAD
+    assert download.source_url(res, "http://other/") == "http://other/data.bin"
 
 def test_fetch_downloads_verifies_and_shows_progress(server, tmp_path, capsys):
     path = fetch(_res(server), tmp_path, progress=True)

@@ -142,6 +142,8 @@ def test_style_path_offline_without_mirror_raises_a_download_error(monkeypatch, 
     # Point the registry entry at a closed local port so the test never touches the internet.
     import socket
 
+    monkeypatch.delenv(download.OFFLINE_ENV, raising=False)
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
