@@ -446,6 +446,7 @@ class EvaluationTable:
     errors: dict[str, dict[str, TemporalError]]
     flow_source: str
     metrics: tuple[str, ...] = field(default=("e_stab", "E_warp"))
+    notes: list[str] = field(default_factory=list)
 
     def value(self, metric: str, name: str) -> float:
         """The mean of ``metric`` for column ``name``."""
@@ -455,6 +456,8 @@ class EvaluationTable:
         """``metric`` of ``name`` divided by the input's own: how much flicker the stylisation adds."""
         base = self.value(metric, "input")
         value = self.value(metric, name)
+        if math.isnan(base) or math.isnan(value):
+            return math.nan
         return value / base if base > 0 else (math.inf if value > 0 else 1.0)
 
     def rows(self) -> list[dict]:
@@ -475,6 +478,7 @@ class EvaluationTable:
             lines.append(f"{label:<20}" + "".join(f"{self.value(m, n):>{width}.{digits}f}" for n in self.names))
             lines.append(f"{'  ratio to input':<20}" + "".join(f"{self.ratio(m, n):>{width}.2f}" for n in self.names))
         lines.append(f"flows: {self.flow_source}; images in [0, 1], mean squared error per valid pixel and channel, no square root")
+        lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -488,32 +492,44 @@ def evaluate_versions(
     flows: TemporalFlows | None = None,
     method: str = "dis",
     size: int | tuple[int, int] | None = None,
+    resize: bool = False,
 ) -> EvaluationTable:
     """``e_stab`` and ``E_warp`` of the input clip and of each stylised version, on the same flows.
 
     Args:
         inputs: the input clip (anything :func:`load_frames` takes).
         versions: ``{name: clip}``, e.g. ``{"baseline": out1, "reconet": out2}``; each clip has the
-            input's number of frames.
+            input's number of frames. A version of another size but the same aspect ratio is resized to the
+            input's size (with a note in the table); one of another aspect ratio is refused unless ``resize``.
         flows: ground-truth or precomputed :class:`TemporalFlows`; ``None`` estimates them with
             ``method`` on the **input** frames.
         method: flow estimator when ``flows`` is None (``"dis"`` or a RAFT variant).
-        size: resize every clip (and the flows) first: the longer side or ``(H, W)``; default: the input's size.
+        size: resize every clip (and the flows) first: the longer side or ``(H, W)`` (see
+            :mod:`reconet_lib.sizes`); default: the input's size.
+        resize: stretch versions whose aspect ratio differs from the input's to the input's size.
     Returns:
         :class:`EvaluationTable`.
+    Raises:
+        UserInputError: no versions, a version of another length or (without ``resize``) aspect ratio, or flows
+            that leave no valid pixel in any frame pair (all unknown, NaN or occluded).
     """
     if not versions:
         raise UserInputError("give at least one stylised version to compare with the input")
     if "input" in versions:
         raise UserInputError("'input' names the input clip's column; name the versions differently")
+    input_size = _clip_size(inputs)
     frames = load_frames(inputs, size)
     size = tuple(frames.shape[-2:])
     if flows is None:
         flows = TemporalFlows.estimate(frames, method=method)
     elif flows.size != size:
         flows = flows.resized(size)
-    clips = {"input": frames}
+    _check_some_valid(flows)
+    clips, notes = {"input": frames}, []
     for name, clip in versions.items():
+        note = _version_size_note(name, _clip_size(clip), input_size, size, resize)
+        if note:
+            notes.append(note)
         clips[name] = load_frames(clip, size)
         if clips[name].shape[0] != frames.shape[0]:
             raise UserInputError(
@@ -521,7 +537,44 @@ def evaluate_versions(
                 "compare clips made from the same frames"
             )
     errors = {name: temporal_errors(clip, flows) for name, clip in clips.items()}
-    return EvaluationTable(list(clips), errors, flows.source)
+    return EvaluationTable(list(clips), errors, flows.source, notes=notes)
+
+
+def _clip_size(clip) -> tuple[int, int]:
+    """``(H, W)`` of a clip's frames, read without decoding them."""
+    from .video import probe
+
+    if isinstance(clip, torch.Tensor):
+        return tuple(clip.shape[-2:]) if clip.is_floating_point() else tuple(clip.shape[1:3])
+    return tuple(probe(clip).size)
+
+
+def _version_size_note(name: str, version: tuple[int, int], original: tuple[int, int], target: tuple[int, int],
+                       resize: bool) -> str | None:
+    """Refuse a version of another aspect ratio (unless ``resize``); describe a resize that will happen."""
+    from .sizes import format_size
+
+    if version == target:
+        return None
+    same_aspect = abs(version[1] * original[0] - original[1] * version[0]) <= max(original[0], version[0])
+    if not same_aspect and not resize:
+        raise UserInputError(
+            f"version {name!r} is {format_size(version)} but the input is {format_size(original)}, another aspect "
+            "ratio; stylise the same frames at the same size, or stretch it on purpose (--resize / resize=True)"
+        )
+    how = "stretched" if not same_aspect else "resized"
+    return f"version {name!r} ({format_size(version)}) was {how} to {format_size(target)} to match the input"
+
+
+def _check_some_valid(flows: TemporalFlows) -> None:
+    """Refuse flows without a single valid pixel: every metric would be NaN."""
+    for flow, valid in ((flows.backward, flows.valid_backward), (flows.forward, flows.valid_forward)):
+        if flow is not None and bool(((valid > 0) & torch.isfinite(flow).all(dim=1, keepdim=True)).any()):
+            return
+    raise UserInputError(
+        f"the flows ({flows.source}) leave no valid pixel in any frame pair (every flow value unknown, NaN, "
+        "occluded or leaving the frame); check the flow files, or estimate flows on the input (--flow dis)"
+    )
 
 
 # ----------------------------------------------------------------------------------------- command
@@ -551,6 +604,10 @@ def add_evaluate_command(subparsers) -> argparse.ArgumentParser:
         "--size", type=size_arg, default=None,
         help="resize every clip first: longer side N (aspect kept), or WxH exactly (e.g. 640x360)",
     )
+    parser.add_argument(
+        "--resize", action="store_true",
+        help="stretch versions whose aspect ratio differs from the input's to its size (refused otherwise)",
+    )
     parser.set_defaults(func=run_evaluate)
     return parser
 
@@ -574,7 +631,7 @@ def run_evaluate(args) -> int:
     elif args.flow not in ("dis", "raft", "raft_small", "raft_large"):
         raise UserInputError(f"--flow must be gt:<sintel_root>/<scene>, dis or raft; got {args.flow!r}")
     table = evaluate_versions(
-        args.input, dict(zip(names, args.versions)), flows=flows, method=method, size=args.size
+        args.input, dict(zip(names, args.versions)), flows=flows, method=method, size=args.size, resize=args.resize
     )
     print(table.to_text())
     return 0

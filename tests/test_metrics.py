@@ -294,7 +294,7 @@ def test_evaluate_command_prints_a_table_with_ground_truth_and_estimated_flows(s
                      "--flow", f"gt:{tmp_path / 'sintel' / 'scene'}"]) == 0
     out = capsys.readouterr().out
     assert "copy" in out and "noisy" in out and "ground truth" in out
-    assert cli.main(["evaluate", str(clip), str(tmp_path / "noisy"), "--size", "24x32"]) == 0
+    assert cli.main(["evaluate", str(clip), str(tmp_path / "noisy"), "--size", "32x24"]) == 0
     out = capsys.readouterr().out
     assert "estimated (dis)" in out and "noisy" in out
 
