@@ -62,14 +62,8 @@ def child(args) -> None:
         style_size=256, precision=args.precision, output=args.output, checkpoint_every=0, log_every=args.warmup,
         num_workers=0 if args.loader == "memory" else None, device=str(device),
     )
-    if args.loader == "memory":
-        real_build = train_mod.build_dataset
-
-        def in_memory(config):
-            return _SamePair(real_build(config)[0])
-
-        train_mod.build_dataset = in_memory
-    result = train_mod.train(config, progress=False, verbose=False)
+    dataset = _SamePair(train_mod.build_dataset(config)[0]) if args.loader == "memory" else None
+    result = train_mod.train(config, progress=False, verbose=False, dataset=dataset)
     records = train_mod.read_log(args.output)
     warm = next(r for r in records if r["step"] == args.warmup)
     last = records[-1]

@@ -1,4 +1,5 @@
-"""Checkpoint files: atomic writes, safe loading (``weights_only=True``) and a ready-to-run model.
+"""Checkpoint files: verified atomic writes, safe loading (``weights_only=True``), a ready-to-run model, and the
+files of a training run's folder (``step_*.pt``, ``last.pt``, the folder lock, which checkpoint a resume uses).
 
 A checkpoint is a ``torch.save``-d dict of plain Python types and tensors:
 
@@ -9,28 +10,65 @@ A checkpoint is a ``torch.save``-d dict of plain Python types and tensors:
 """
 from __future__ import annotations
 
+import io
 import os
+import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import UserInputError
-from .files import atomic_output
+from .errors import UserInputError, first_line
+from .files import atomic_output, remove_temporaries
 
 FORMAT = "reconet-checkpoint"
 FORMAT_VERSION = 1
 _REQUIRED = ("format", "format_version", "model_config", "model", "style_name", "style_sha256")
+#: File names in a training run's folder.
+CHECKPOINT_PATTERN = re.compile(r"^step_(\d{7,})\.pt$")
+LAST_NAME = "last.pt"
+LOCK_NAME = ".train.lock"
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename.
+    """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, fsync, load it back, rename.
 
-    An interruption at any point leaves either the old file or the new one under ``path``, never a partial file.
+    The payload is serialised in memory first, so a full disk surfaces as an ``OSError`` (``ENOSPC``) of the
+    write itself. An interruption or failure at any point leaves the old file under ``path`` (or none) and no
+    temporary file, never a partial or unreadable file.
     """
-    with atomic_output(path) as handle:
-        torch.save(payload, handle)
+    return _write_verified(path, _serialise(payload), payload)
+
+
+def _serialise(payload: dict[str, Any]) -> memoryview:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getbuffer()
+
+
+def _write_verified(path: str | os.PathLike, data: memoryview, payload: dict[str, Any]) -> Path:
+    def verify(tmp: Path) -> None:
+        stored = _read(tmp)
+        if not isinstance(stored, dict) or set(stored) != set(payload) or stored.get("step") != payload.get("step"):
+            raise OSError(f"checkpoint {path} did not read back as written; nothing was replaced")
+
+    with atomic_output(path, verify=verify) as handle:
+        handle.write(data)
     return Path(path)
+
+
+def _read(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)``; any failure becomes a one-line UserInputError."""
+    if path.stat().st_size == 0:
+        raise UserInputError(f"{path} is empty (0 bytes), not a ReCoNet checkpoint; delete it")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # pickle, zip and format errors all mean: not a checkpoint we can read
+        raise UserInputError(
+            f"{path} is not a readable ReCoNet checkpoint ({type(exc).__name__}: {first_line(exc, 120)}); "
+            "pass a .pt file written by `reconet train`"
+        ) from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -43,19 +81,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; train one with `python -m reconet_lib train`")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # pickle, zip and format errors all mean: not a checkpoint we can read
-        raise UserInputError(
-            f"{path} is not a readable ReCoNet checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
-            "pass a .pt file written by `reconet train`"
-        ) from None
+    payload = _read(path, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserInputError(f"{path} is not a ReCoNet checkpoint (no format tag {FORMAT!r}); pass a file written by `reconet train`")
     missing = [key for key in _REQUIRED if key not in payload]
     if missing:
         raise UserInputError(f"{path} is an incomplete ReCoNet checkpoint: missing {', '.join(missing)}")
-    if payload["format_version"] > FORMAT_VERSION:
+    if not isinstance(payload["format_version"], int) or payload["format_version"] > FORMAT_VERSION:
         raise UserInputError(
             f"{path} was written by a newer reconet_lib (checkpoint format {payload['format_version']}, "
             f"this one reads up to {FORMAT_VERSION}); upgrade reconet_lib"
@@ -93,8 +125,133 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         model = ReCoNet(ReCoNetConfig.from_dict(payload["model_config"]))
         model.load_state_dict(payload["model"])
     except (TypeError, KeyError, RuntimeError) as exc:
-        raise UserInputError(f"{path}: the stored model does not match its config ({str(exc).splitlines()[0][:160]})") from None
+        raise UserInputError(f"{path}: the stored model does not match its config ({first_line(exc)})") from None
     model.style_name = payload["style_name"]
     model.style_sha256 = payload["style_sha256"]
     model.to(device=device or "cpu", dtype=dtype)
     return model.eval()
+
+
+# ==============================================================================================================
+# A training run's folder
+# ==============================================================================================================
+
+
+def step_checkpoint_path(folder: str | os.PathLike, step: int) -> Path:
+    """``<folder>/step_0001000.pt``: the checkpoint of ``step``."""
+    return Path(folder) / f"step_{int(step):07d}.pt"
+
+
+def checkpoint_step(path: str | os.PathLike) -> int | None:
+    """The step in a ``step_*.pt`` file name (None for other names)."""
+    match = CHECKPOINT_PATTERN.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def checkpoint_files(output_dir: str | os.PathLike) -> list[Path]:
+    """The ``step_*.pt`` checkpoints in ``output_dir``, oldest first."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [(checkpoint_step(name), folder / name) for name in os.listdir(folder) if CHECKPOINT_PATTERN.match(name)]
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint a resume starts from: ``last.pt`` if present, else the newest ``step_*.pt``, else None."""
+    folder = Path(output_dir)
+    if (folder / LAST_NAME).is_file():
+        return folder / LAST_NAME
+    files = checkpoint_files(folder)
+    return files[-1] if files else None
+
+
+def save_step_checkpoint(folder: str | os.PathLike, payload: dict[str, Any], keep_last: int) -> Path:
+    """Save ``payload`` (which has a ``step``) as ``last.pt`` and ``step_<step>.pt`` (two verified copies), then
+    delete the oldest ``step_*.pt`` beyond ``keep_last``. Returns the step file.
+
+    ``last.pt`` is written first: whatever fails later, it is never older than the newest ``step_*.pt``. A failure
+    at any point leaves every earlier checkpoint intact.
+    """
+    folder = Path(folder)
+    data = _serialise(payload)
+    _write_verified(folder / LAST_NAME, data, payload)
+    path = _write_verified(step_checkpoint_path(folder, payload["step"]), data, payload)
+    for old in checkpoint_files(folder)[:-keep_last]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete half-written checkpoint files a killed process left in a run folder (call it under the lock)."""
+    return remove_temporaries(folder, "*.pt")
+
+
+@contextmanager
+def exclusive(path: str | os.PathLike, *, wait: bool):
+    """Hold an exclusive lock on the file ``path`` (created, with its folder, if needed) for the ``with`` block.
+
+    Uses the ``filelock`` package (``flock`` on POSIX, ``msvcrt`` on Windows). ``wait=False`` raises
+    UserInputError at once if another process holds it.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path, timeout=-1 if wait else 0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserInputError(
+            f"another process is training into {path.parent} right now; wait for it to finish or choose "
+            "another output folder"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def resume_point(folder: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint a resume in ``folder`` continues from, loaded, or None when there is none.
+
+    ``last.pt`` is used when it is readable and not older than the newest ``step_*.pt``; otherwise the resume is
+    refused with a line naming the file to delete and the intact checkpoint a resume would then use.
+
+    Returns:
+        ``(path, payload)`` or None.
+    Raises:
+        UserInputError: ``last.pt`` is damaged or stale, or the newest checkpoint is damaged.
+    """
+    folder = Path(folder)
+    last, steps = folder / LAST_NAME, checkpoint_files(folder)
+    if not last.is_file():
+        if not steps:
+            return None
+        try:
+            return steps[-1], load_checkpoint(steps[-1])
+        except UserInputError as exc:
+            raise UserInputError(f"cannot resume: {exc}; {_fallback_hint(steps[-1], steps[:-1])}") from None
+    try:
+        payload = load_checkpoint(last)
+    except UserInputError as exc:
+        raise UserInputError(f"cannot resume: {exc}; {_fallback_hint(last, steps)}") from None
+    step = payload.get("step")
+    newest = checkpoint_step(steps[-1]) if steps else None
+    if newest is not None and (not isinstance(step, int) or step < newest):
+        raise UserInputError(
+            f"cannot resume: {last} (step {step}) is older than {steps[-1].name} (step {newest}), so it is not this "
+            f"run's latest checkpoint; delete {last} to resume from {steps[-1]}"
+        )
+    return last, payload
+
+
+def _fallback_hint(bad: Path, candidates: list[Path]) -> str:
+    """What to do about an unreadable checkpoint: name the newest intact one among ``candidates``."""
+    for candidate in reversed(candidates):
+        try:
+            step = load_checkpoint(candidate)["step"]
+        except (UserInputError, KeyError):
+            continue
+        return f"delete {bad} to resume from {candidate} (step {step}), the newest intact checkpoint"
+    return f"no intact checkpoint is beside it: delete {bad} (and start afresh without --resume)"

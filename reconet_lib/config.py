@@ -4,14 +4,21 @@ Nothing here runs at import time; every function reads the environment when it i
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 
+from .errors import UserInputError
+
 #: Environment variable that forces quick mode on (``1``) or off (``0``).
 QUICK_ENV = "RECONET_QUICK"
+T = TypeVar("T")
+
 #: Environment variable that moves the data folder (downloads, generated data, outputs).
 DATA_ENV = "RECONET_DATA"
 
@@ -65,3 +72,26 @@ class RunSettings:
 def run_settings() -> RunSettings:
     """The quick-mode flag and the device, read now from the environment and the hardware."""
     return RunSettings(quick=quick_mode(), device=default_device())
+
+
+def from_dict(cls: type[T], values: Mapping[str, Any], what: str | None = None) -> T:
+    """Build the dataclass ``cls`` from a mapping of its field names (the inverse of ``dataclasses.asdict``).
+
+    Missing fields keep their defaults; the dataclass's own checks (``__post_init__``) judge the values.
+
+    Args:
+        cls: a dataclass type.
+        values: ``{field name: value}``.
+        what: how error messages name the thing (default: the class name).
+    Raises:
+        UserInputError: ``values`` is not a mapping, or names fields ``cls`` does not have (the message
+            lists the known ones).
+    """
+    what = what or cls.__name__
+    if not isinstance(values, Mapping):
+        raise UserInputError(f"{what} must be a mapping of field names to values; got {type(values).__name__}")
+    known = sorted(f.name for f in dataclasses.fields(cls) if f.init)
+    unknown = sorted(str(key) for key in values if key not in known)
+    if unknown:
+        raise UserInputError(f"unknown {what} keys {unknown}; the known keys are {', '.join(known)}")
+    return cls(**dict(values))

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
@@ -105,18 +105,12 @@ class ReCoNetConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "ReCoNetConfig":
         """Inverse of :meth:`to_dict`; missing keys take their defaults, unknown keys are an error."""
-        if not isinstance(data, dict):
-            raise UserInputError(f"a ReCoNet config must be a dict; got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserInputError(
-                f"unknown ReCoNet config keys {unknown}; the known keys are {sorted(known)}"
-            )
-        values = dict(data)
-        if "channels" in values and isinstance(values["channels"], list):
+        from .config import from_dict
+
+        values = dict(data) if isinstance(data, dict) else data
+        if isinstance(values, dict) and isinstance(values.get("channels"), list):
             values["channels"] = tuple(values["channels"])
-        return cls(**values)
+        return from_dict(cls, values, "ReCoNet config")
 
     @classmethod
     def preset(cls, name: str) -> "ReCoNetConfig":

@@ -1,7 +1,6 @@
 """Pair datasets and pair transforms: directions, mask polarities, geometry and caching."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from reconet_lib import data, estimate, synthetic
+from reconet_lib import data, synthetic
 from reconet_lib.data import (
     DatasetNotFoundError,
     FlyingChairs2Pairs,
@@ -20,9 +19,7 @@ from reconet_lib.data import (
     SceneFlowPairs,
     SintelPairs,
     SyntheticPairs,
-    VideoFolderPairs,
     hflip_pair,
-    make_loader,
     make_sample,
     random_crop_pair,
     resize_pair,
@@ -315,14 +312,34 @@ def test_pair_augment_is_reproducible_and_fits_small_samples():
         PairAugment(flip_probability=1.5)
 
 
-def test_dataset_augmentation_is_reproducible_under_manual_seed(sintel_root):
+def test_dataset_augmentation_is_reproducible_without_the_global_rng(sintel_root):
     dataset = SintelPairs(sintel_root, augment=PairAugment(crop=(24, 24)), seed=5)
     torch.manual_seed(0)
     first = dataset[1]
-    torch.manual_seed(0)
+    torch.manual_seed(1)  # the global RNG plays no part
     again = dataset[1]
     assert torch.equal(first["current"], again["current"]) and torch.equal(first["flow"], again["flow"])
     assert_pair_sample(first, (24, 24))
+
+
+def test_augmentation_draws_only_from_the_generator_passed(sintel_root):
+    dataset = SintelPairs(sintel_root, augment=PairAugment(crop=(16, 16), scale_range=(0.8, 1.3)), seed=5)
+    state = torch.get_rng_state()
+    a = dataset.pair(1, torch.Generator().manual_seed(7))
+    b = dataset.pair(1, torch.Generator().manual_seed(7))
+    others = [dataset.pair(1, torch.Generator().manual_seed(s))["current"] for s in range(8, 12)]
+    assert torch.equal(state, torch.get_rng_state())  # the global RNG was neither read nor reseeded
+    assert torch.equal(a["current"], b["current"]) and torch.equal(a["flow"], b["flow"])
+    assert any(not torch.equal(a["current"], other) for other in others)  # other generators, other crops
+
+
+def test_mixed_pairs_pass_the_generator_to_their_source(sintel_root):
+    source = SintelPairs(sintel_root, augment=PairAugment(crop=(16, 16)), seed=5)
+    mixed = MixedPairs([(source, 1.0)], length=6, seed=0)
+    _, inner = mixed.choice(2)
+    got = mixed.pair(2, torch.Generator().manual_seed(3))
+    assert torch.equal(got["current"], source.pair(inner, torch.Generator().manual_seed(3))["current"])
+    assert data.read_pair(mixed, 2, torch.Generator().manual_seed(3))["name"] == got["name"]
 
 
 # ----------------------------------------------------------------------------------------------- Scene Flow
@@ -412,65 +429,6 @@ def test_flyingchairs2_missing_split_is_explained(tmp_path):
         FlyingChairs2Pairs(tmp_path)
 
 
-# ----------------------------------------------------------------------------------------------- own videos
-
-
-@pytest.fixture()
-def frame_folder(tmp_path, sequence):
-    clips = tmp_path / "clips"
-    for t, frame in enumerate(sequence.frames):
-        save_png(clips / "walk" / f"frame_{t + 1:03d}.png", frame)
-    return clips
-
-
-def counting_estimator(monkeypatch):
-    calls = []
-    real = estimate.estimate_flows_and_valid
-
-    def counted(frame_a, frame_b, **kwargs):
-        calls.append((frame_a.clone(), frame_b.clone()))
-        return real(frame_a, frame_b, **kwargs)
-
-    monkeypatch.setattr(estimate, "estimate_flows_and_valid", counted)
-    return calls
-
-
-def test_video_folder_pairs_cache_means_no_second_estimation(frame_folder, tmp_path, sequence, monkeypatch):
-    calls = counting_estimator(monkeypatch)
-    cache = tmp_path / "cache"
-    dataset = VideoFolderPairs(frame_folder, cache, batch_size=2, progress=False).prepare()
-    assert len(dataset) == CONFIG.frames - 1 and len(calls) == 2  # 3 pairs in batches of 2
-    for t in range(1, CONFIG.frames):
-        sample = dataset[t - 1]
-        assert_pair_sample(sample, (H, W))
-        assert sample["name"] == f"video/walk/{t:06d}->{t - 1:06d}"
-        assert torch.equal(sample["current"], image_tensor(sequence.frames[t]))
-        assert torch.equal(sample["previous"], image_tensor(sequence.frames[t - 1]))
-    # the estimator got current frames as frame_a (flow current -> previous)
-    assert torch.equal(calls[0][0][0], image_tensor(sequence.frames[1]))
-    assert torch.equal(calls[0][1][0], image_tensor(sequence.frames[0]))
-    assert not [p for p in cache.rglob("*") if p.name.endswith(".tmp")]
-
-    again = VideoFolderPairs(frame_folder, cache, batch_size=2, progress=False)
-    first = again[0]
-    assert len(again) == CONFIG.frames - 1 and len(calls) == 2
-    assert torch.equal(first["flow"], dataset[0]["flow"])
-
-    save_png(frame_folder / "walk" / "frame_999.png", sequence.frames[0])  # the clip changed
-    assert len(VideoFolderPairs(frame_folder, cache, batch_size=8, progress=False)) == CONFIG.frames
-    assert len(calls) == 3
-
-
-def test_video_folder_pairs_stride_and_method_check(frame_folder, tmp_path, monkeypatch):
-    counting_estimator(monkeypatch)
-    dataset = VideoFolderPairs(frame_folder / "walk", tmp_path / "cache", stride=2, progress=False)
-    assert [dataset[i]["name"] for i in range(len(dataset))] == ["video/walk/000002->000000"]
-    with pytest.raises(UserInputError, match="method"):
-        VideoFolderPairs(frame_folder, tmp_path / "cache", method="magic")
-    with pytest.raises(UserInputError, match="does not exist"):
-        VideoFolderPairs(tmp_path / "no_such_folder", tmp_path / "cache")
-
-
 # ----------------------------------------------------------------------------------------------- mixtures
 
 
@@ -496,50 +454,3 @@ def test_mixed_pairs_follow_the_weights_deterministically():
     assert [other[i]["name"] for i in range(50)] != names[:50]
     with pytest.raises(UserInputError, match="positive"):
         MixedPairs([(Named("a", 5), 0.0)], length=10)
-
-
-# ----------------------------------------------------------------------------------------------- loader
-
-
-def test_loader_batches_have_the_documented_shapes(sintel_root):
-    dataset = MixedPairs(
-        [(SyntheticPairs(sintel_root, augment=PairAugment(crop=(16, 20))), 1.0),
-         (SyntheticPairs(sintel_root, direction="forward", augment=PairAugment(size=(16, 20))), 1.0)],
-        length=4,
-    )
-    loader = make_loader(dataset, batch_size=2, num_workers=0, seed=3)
-    batches = list(loader)
-    assert len(batches) == 2
-    for batch in batches:
-        assert batch["current"].shape == batch["previous"].shape == (2, 3, 16, 20)
-        assert batch["flow"].shape == (2, 2, 16, 20) and batch["valid"].shape == (2, 1, 16, 20)
-        assert batch["current"].dtype == batch["valid"].dtype == torch.float32
-        assert isinstance(batch["name"], list) and len(batch["name"]) == 2
-
-
-def test_loader_with_a_worker_is_reproducible(sintel_root):
-    dataset = SintelPairs(sintel_root, augment=PairAugment(crop=(16, 16)))
-    runs = [[b["current"] for b in make_loader(dataset, 2, num_workers=1, seed=11)] for _ in range(2)]
-    assert all(torch.equal(x, y) for x, y in zip(*runs))
-    assert make_loader(dataset, 2, num_workers=1).persistent_workers
-
-
-def test_distributed_loader_uses_a_distributed_sampler(sintel_root, tmp_path):
-    dist = torch.distributed
-    if not dist.is_available():
-        pytest.skip("torch.distributed is not available")
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
-    try:
-        loader = make_loader(SintelPairs(sintel_root), 1, num_workers=0, distributed=True)
-        assert isinstance(loader.sampler, torch.utils.data.distributed.DistributedSampler)
-        assert len(list(loader)) == CONFIG.frames - 1
-    finally:
-        dist.destroy_process_group()
-
-
-def test_default_workers_are_few_on_the_cpu(monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert data.default_num_workers(cuda=False) == 0
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    assert data.default_num_workers(cuda=False) == 2
-    assert data.default_num_workers(cuda=True) == 4

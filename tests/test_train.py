@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import subprocess
@@ -17,8 +16,6 @@ from reconet_lib import train as train_mod
 from reconet_lib.checkpoint import load_checkpoint
 from reconet_lib.errors import UserInputError
 from reconet_lib.train import (
-    SampleStream,
-    StepBatches,
     TrainConfig,
     TrainingDivergedError,
     checkpoint_files,
@@ -220,35 +217,6 @@ def test_training_stops_after_max_nonfinite_consecutive_steps(monkeypatch, pairs
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Data order
-# ----------------------------------------------------------------------------------------------------------
-
-
-def test_a_sample_depends_only_on_seed_and_its_number(pairs_root):
-    from reconet_lib.data import PairAugment, SyntheticPairs
-
-    def stream():
-        augment = PairAugment(crop=(24, 24), flip_probability=0.5, scale_range=(0.8, 1.2))
-        return SampleStream(SyntheticPairs(pairs_root, augment=augment, direction="both"), seed=5)
-
-    a, b = stream(), stream()
-    forward = [a[n] for n in range(30)]
-    torch.manual_seed(123)  # global RNG state must not matter
-    backward = [b[n] for n in reversed(range(30))][::-1]
-    for x, y in zip(forward, backward):
-        assert x["name"] == y["name"] and torch.equal(x["current"], y["current"]) and torch.equal(x["flow"], y["flow"])
-    epoch = sorted(a.index_of(n) for n in range(a.epoch_length))
-    assert epoch == list(range(a.epoch_length))  # each epoch visits every pair once
-
-
-def test_step_batches_give_each_process_its_own_samples():
-    rank0 = list(StepBatches(1, 3, batch_size=2, rank=0, world_size=2))
-    rank1 = list(StepBatches(1, 3, batch_size=2, rank=1, world_size=2))
-    assert rank0 == [[0, 1], [4, 5], [8, 9]] and rank1 == [[2, 3], [6, 7], [10, 11]]
-    assert list(StepBatches(3, 3, batch_size=2)) == [[4, 5]]  # a resume at step 3 reads what step 3 read
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Several processes
 # ----------------------------------------------------------------------------------------------------------
 
@@ -260,7 +228,7 @@ def test_two_gloo_processes_train_and_write_one_loadable_checkpoint(pairs_root, 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RECONET_DATA": str(tmp_path / "data")}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "reconet_lib", "train", "--data", f"synthetic:{pairs_root}", "--preset", "tiny", "--size", "32",
+        "-m", "reconet_lib", "train", "--data", f"synthetic:{pairs_root}", "--preset", "tiny", "--crop", "32x32",
         "--batch-size", "1", "--steps", "4", "--checkpoint-every", "2", "--log-every", "1", "--vgg-weights", "random",
         "--style-size", "64", "--device", "cpu", "--precision", "fp32", "--num-workers", "0", "--no-progress",
         "--output", str(output),
@@ -289,7 +257,7 @@ def test_cli_reports_a_missing_dataset_on_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["--size", "4"], "crop"),
+    (["--crop", "4x4"], "crop"),
     (["--batch-size", "0"], "batch_size"),
     (["--data", "flickr:/x"], "unknown kind"),
     (["--lr", "-1"], "lr"),
@@ -322,7 +290,7 @@ def test_cli_options_override_a_config_file(tmp_path):
     base = TrainConfig(steps=77, lr=5e-4, batch_size=3)
     base.save(tmp_path / "base.yaml")
     parser = cli.build_parser()
-    args = parser.parse_args(["train", "--config", str(tmp_path / "base.yaml"), "--lr", "0.01", "--size", "128x96",
+    args = parser.parse_args(["train", "--config", str(tmp_path / "base.yaml"), "--lr", "0.01", "--crop", "96x128",
                               "--lambda-o", "0", "--data", "videos:/clips@0.5", "--data", "synthetic"])
     config = train_mod.config_from_args(args)
     assert (config.steps, config.lr, config.batch_size, config.crop) == (77, 0.01, 3, (128, 96))
@@ -351,7 +319,7 @@ def test_config_errors_name_the_field(tmp_path):
         TrainConfig(precision="fp8")
     with pytest.raises(UserInputError, match=r"TrainConfig.data\[0\]"):
         TrainConfig(data=[{"kind": "sintel"}])
-    with pytest.raises(UserInputError, match="unknown TrainConfig fields"):
+    with pytest.raises(UserInputError, match="unknown TrainConfig keys"):
         TrainConfig.from_dict({"stepz": 3})
     with pytest.raises(UserInputError, match=".json, .yaml"):
         TrainConfig().save(tmp_path / "config.txt")
@@ -383,19 +351,21 @@ def test_plot_losses_draws_every_term_of_one_or_several_runs(reference_run):
 
 
 def test_ensure_tutorial_checkpoints_trains_both_models_once(monkeypatch, pairs_root, tmp_path):
-    real_config = train_mod.tutorial_config
+    from reconet_lib.train import tutorial
+
+    real_config = tutorial.tutorial_config
 
     def small(quick, device, **kwargs):
         config = real_config(quick, device, **kwargs)
         return dataclasses.replace(config, data=[{"kind": "synthetic", "path": str(pairs_root)}], model="tiny",
                                    crop=(32, 32), steps=2, style_size=64, checkpoint_every=0)
 
-    monkeypatch.setattr(train_mod, "tutorial_config", small)
+    monkeypatch.setattr(tutorial, "tutorial_config", small)
     monkeypatch.setattr(losses.VGGFeatures, "available", staticmethod(lambda weights="imagenet": weights is None))
     paths = train_mod.ensure_tutorial_checkpoints(True, "cpu", output_dir=tmp_path)
     assert set(paths) == {"reconet", "baseline"} and all(p.is_file() for p in paths.values())
     stored = {k: load_checkpoint(p)["train_config"] for k, p in paths.items()}
     assert stored["baseline"]["loss"]["lambda_f"] == stored["baseline"]["loss"]["lambda_o"] == 0
     assert stored["reconet"]["loss"]["lambda_o"] > 0 and stored["reconet"]["vgg_weights"] is None
-    monkeypatch.setattr(train_mod, "train", lambda *a, **k: pytest.fail("cached checkpoints were retrained"))
+    monkeypatch.setattr(tutorial, "train", lambda *a, **k: pytest.fail("cached checkpoints were retrained"))
     assert train_mod.ensure_tutorial_checkpoints(True, "cpu", output_dir=tmp_path) == paths
