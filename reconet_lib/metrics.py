@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserInputError
+from .sizes import resolve_size
 from .warp import consistency_mask, downsample_valid, inside_mask, warp
 
 #: How many frame pairs are warped at once (bounds memory on long, large videos).
@@ -408,7 +409,6 @@ def load_frames(source, size: int | tuple[int, int] | None = None) -> torch.Tens
             ``(T, H, W, 3)`` uint8 array (or tensor).
         size: ``None`` (keep), the longer side, or ``(H, W)``, as :func:`reconet_lib.video.read_frames`.
     """
-    from .sizes import resolve_size
     from .video import read_frames
 
     if isinstance(source, torch.Tensor) and source.is_floating_point():
@@ -517,7 +517,8 @@ def evaluate_versions(
         raise UserInputError("give at least one stylised version to compare with the input")
     if "input" in versions:
         raise UserInputError("'input' names the input clip's column; name the versions differently")
-    input_size = _clip_size(inputs)
+    count, input_size = _clip_shape(inputs)
+    _check_memory(count, resolve_size(size, input_size), clips=1 + len(versions))
     frames = load_frames(inputs, size)
     size = tuple(frames.shape[-2:])
     if flows is None:
@@ -527,7 +528,7 @@ def evaluate_versions(
     _check_some_valid(flows)
     clips, notes = {"input": frames}, []
     for name, clip in versions.items():
-        note = _version_size_note(name, _clip_size(clip), input_size, size, resize)
+        note = _version_size_note(name, _clip_shape(clip)[1], input_size, size, resize)
         if note:
             notes.append(note)
         clips[name] = load_frames(clip, size)
@@ -540,13 +541,27 @@ def evaluate_versions(
     return EvaluationTable(list(clips), errors, flows.source, notes=notes)
 
 
-def _clip_size(clip) -> tuple[int, int]:
-    """``(H, W)`` of a clip's frames, read without decoding them."""
+def _clip_shape(clip) -> tuple[int | None, tuple[int, int]]:
+    """``(T, (H, W))`` of a clip, read without decoding its frames (T is None when the container does not say)."""
     from .video import probe
 
     if isinstance(clip, torch.Tensor):
-        return tuple(clip.shape[-2:]) if clip.is_floating_point() else tuple(clip.shape[1:3])
-    return tuple(probe(clip).size)
+        return clip.shape[0], tuple(clip.shape[-2:]) if clip.is_floating_point() else tuple(clip.shape[1:3])
+    info = probe(clip)
+    return info.frame_count, tuple(info.size)
+
+
+def _check_memory(frame_count: int | None, size: tuple[int, int], clips: int) -> None:
+    """Refuse an evaluation whose float frames and flows would not fit in memory (before decoding them)."""
+    from .memory import require
+    from .sizes import format_size
+
+    if not frame_count:
+        return
+    pixels = frame_count * size[0] * size[1]
+    need = pixels * 4 * (3 * clips + 2 * 3 + 3)  # float32 clips, two flow directions with masks, warped chunk
+    require(need, f"{clips} clips of {frame_count} frames of {format_size(size)}",
+            "use --size to evaluate at a smaller size (e.g. --size 640), or shorter clips")
 
 
 def _version_size_note(name: str, version: tuple[int, int], original: tuple[int, int], target: tuple[int, int],

@@ -30,6 +30,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from . import memory
 from .errors import UserInputError
 from .network import ReCoNet, optimize_for_inference
 from .precision import inference_autocast, parse_device
@@ -39,8 +40,6 @@ from .video import (DEFAULT_FPS, VIDEO_SUFFIXES, check_fps, prepared_output, pro
 
 #: Batches each queue between the pipeline's stages holds (decoded, and stylised waiting to be encoded).
 QUEUE_BATCHES = 3
-#: Share of the available memory a run may plan to use (the rest: the OS, the decoder, the encoder).
-MEMORY_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -186,23 +185,11 @@ def estimate_memory(model: torch.nn.Module, frame_size: tuple[int, int], batch_s
 def check_memory(model: torch.nn.Module, frame_size: tuple[int, int], batch_size: int, device: torch.device) -> None:
     """Refuse a run whose frames would not fit in memory (:func:`estimate_memory`), before allocating anything."""
     host, on_device = estimate_memory(model, frame_size, batch_size, device)
-    budgets = [("memory", host, _available_host_memory())]
+    what = f"frames of {format_size(frame_size)} in batches of {batch_size}"
+    hint = "use a smaller --size (e.g. 1280) or --batch-size 1"
+    memory.require(host, what, hint)
     if device.type == "cuda":
-        budgets.append((f"{device} memory", on_device, torch.cuda.mem_get_info(device)[0]))
-    for name, need, available in budgets:
-        if available is not None and need > MEMORY_SHARE * available:
-            raise UserInputError(
-                f"frames of {format_size(frame_size)} in batches of {batch_size} need about {need / 2**30:.1f} GiB "
-                f"of {name} but {available / 2**30:.1f} GiB are free; use a smaller --size (e.g. 1280) or --batch-size 1"
-            )
-
-
-def _available_host_memory() -> int | None:
-    try:
-        import psutil
-    except ImportError:  # pragma: no cover - psutil comes with the notebook stack
-        return None
-    return int(psutil.virtual_memory().available)
+        memory.require(on_device, what, hint, device=device)
 
 
 # --------------------------------------------------------------------------------------------------------------

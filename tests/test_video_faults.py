@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from reconet_lib import cli, sintel, stylize, video
+from reconet_lib import cli, memory, sintel, stylize, video
 from reconet_lib.errors import UserInputError
 from reconet_lib.metrics import EvaluationTable, TemporalError, TemporalFlows, evaluate_versions
 from reconet_lib.synthetic import SyntheticConfig, make_sequence, write_sintel_layout
@@ -264,7 +264,7 @@ def test_memory_estimate_grows_with_frame_size_and_batch(monkeypatch):
     small = sum(stylize.estimate_memory(model, (360, 640), 4, cpu))
     assert sum(stylize.estimate_memory(model, (720, 1280), 4, cpu)) == 4 * small
     assert sum(stylize.estimate_memory(model, (360, 640), 8, cpu)) == 2 * small
-    monkeypatch.setattr(stylize, "_available_host_memory", lambda: small)  # less than the run needs / 0.8
+    monkeypatch.setattr(memory, "available_host_memory", lambda: small)  # less than the run needs / 0.8
     with pytest.raises(UserInputError, match="640x360 in batches of 4"):
         stylize.check_memory(model, (360, 640), 4, cpu)
 
@@ -330,3 +330,9 @@ def test_evaluate_refuses_another_aspect_ratio_unless_asked_and_notes_a_resize(s
     assert "note: version 'square' (48x48) was stretched to 64x48" in capsys.readouterr().out
     assert cli.main([str(a) for a in ("evaluate", tmp_path / "input", tmp_path / "half")]) == 0
     assert "note: version 'half' (32x24) was resized to 64x48" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_a_size_beyond_memory_before_decoding(sequence, tmp_path, capsys):
+    video.write_frames(tmp_path / "clip", list(sequence.frames))
+    line = cli_error(capsys, "evaluate", tmp_path / "clip", tmp_path / "clip", "--size", "40000")
+    assert "40000x30000" in line and "GiB" in line and "--size" in line
