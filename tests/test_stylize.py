@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from reconet_lib import stylize, video
-from reconet_lib.errors import UserInputError
 
 from video_clips import H, T, W, make_clip_with_audio, smooth_clip
 
@@ -71,6 +70,24 @@ def test_stylize_video_in_half_precision_on_cpu_uses_the_optimised_network(tmp_p
         x = torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255
         expected = (tiny_model.eval()(x) * 255).round().permute(0, 2, 3, 1).numpy()
     assert np.abs(written - expected).mean() < 2.0  # bf16 rounding, no change of content
+
+
+def test_stylize_video_on_a_cpu_without_native_bf16_runs_the_optimised_network_in_fp32(tmp_path, tiny_model,
+                                                                                        monkeypatch):
+    from reconet_lib import network, precision
+
+    calls = []
+    real = network.optimize_for_inference
+    monkeypatch.setattr(stylize, "optimize_for_inference", lambda *a, **k: calls.append(k) or real(*a, **k))
+    monkeypatch.setattr(precision, "cpu_bf16_native", lambda: False)
+    clip = smooth_clip(frames=3)
+    stylize.stylize_video(tiny_model, clip, tmp_path / "frames", batch_size=2, device="cpu", progress=False)
+    assert len(calls) == 1 and calls[0]["dtype"] == torch.float32
+    written = np.stack(list(video.read_frames(tmp_path / "frames"))).astype(int)
+    with torch.inference_mode():
+        x = torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255
+        expected = (tiny_model.eval()(x).clamp(0, 1) * 255).round().permute(0, 2, 3, 1).numpy()
+    assert np.abs(written - expected).max() <= 1  # fp32: the rewritten output layer changes nothing visible
 
 
 def test_stylize_video_side_by_side_doubles_the_width_and_shows_the_input_left(tmp_path, tiny_model):
