@@ -12,7 +12,7 @@ paper-sized ReCoNet and prints
 
 The network has **random weights**: this measures speed, not style (the arithmetic is the same).
 
-    python benchmarks/video.py               # full: 360x640, 60 and 240 frames
+    python benchmarks/video.py               # full: 640x360, 60 and 240 frames
     python benchmarks/video.py --quick       # small: 144x256, 12 and 48 frames
     python benchmarks/video.py --device cpu --preset tiny --size 640x360 --lengths 30 300
 """

@@ -596,7 +596,7 @@ def _check_some_valid(flows: TemporalFlows) -> None:
 
 
 def add_evaluate_command(subparsers) -> argparse.ArgumentParser:
-    """Register ``evaluate INPUT_CLIP VERSION... [--names ...] [--flow ...] [--size HxW]``."""
+    """Register ``evaluate INPUT_CLIP VERSION... [--names ...] [--flow ...] [--size N|WxH]``."""
     from .sizes import size_arg
 
     parser = subparsers.add_parser(
