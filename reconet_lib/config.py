@@ -44,15 +44,38 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+#: The project's repository: the one place that names it (a fork changes this line; the notebooks' setup
+#: cells and the README's install command must name it too, since they run before the library is installed).
+REPOSITORY_URL = "https://github.com/reconet-tutorial/reconet"
+
+
 def project_root() -> Path:
-    """The repository root (the folder that holds ``reconet_lib``)."""
+    """The folder that holds ``reconet_lib``: the repository root in a source checkout, ``site-packages`` otherwise."""
     return Path(__file__).resolve().parent.parent
 
 
+def source_checkout() -> Path | None:
+    """The repository root when the library runs from a source checkout (editable install, ``PYTHONPATH``), else None.
+
+    A checkout has ``pyproject.toml`` beside ``reconet_lib``; an installed copy lives in ``site-packages`` (or
+    ``dist-packages``), where no data may be written.
+    """
+    root = project_root()
+    installed = any(part in ("site-packages", "dist-packages") for part in root.parts)
+    return root if (root / "pyproject.toml").is_file() and not installed else None
+
+
 def data_dir() -> Path:
-    """Folder for downloads, generated data and outputs: ``$RECONET_DATA`` or ``<repo>/data``."""
+    """Folder for downloads, generated data and outputs, visible and writable whatever the install mode.
+
+    ``$RECONET_DATA`` when set; else ``<repository>/data`` in a source checkout; else ``./data`` in the current
+    working folder (a non-editable install, e.g. on Colab: never inside ``site-packages``). An absolute path.
+    """
     env = os.environ.get(DATA_ENV)
-    return Path(env).expanduser().resolve() if env else project_root() / "data"
+    if env:
+        return Path(env).expanduser().resolve()
+    checkout = source_checkout()
+    return checkout / "data" if checkout is not None else Path.cwd().resolve() / "data"
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import data_dir
+from .config import REPOSITORY_URL, data_dir
 from .errors import ReconetError, UserInputError
 from .files import atomic_write_text
 
@@ -55,7 +55,7 @@ BASE_URL_ENV_PREFIX = "RECONET_BASE_URL_"
 
 _CHUNK = 1 << 20  # bytes read and written per step
 _TIMEOUT_S = 60  # seconds without any data before a connection counts as failed
-_USER_AGENT = "reconet_lib-downloader/0.1 (+https://github.com/reconet-tutorial/reconet)"
+_USER_AGENT = f"reconet_lib-downloader/0.1 (+{REPOSITORY_URL})"
 
 
 class DownloadError(ReconetError):
