@@ -201,7 +201,7 @@ def to_rgb_uint8(frame, *, what: str = "frame") -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
-def resize_frame(frame: np.ndarray, size: int | tuple[int, int] | None) -> np.ndarray:
+def resize_frame(frame: np.ndarray, size: Size | None) -> np.ndarray:
     """Resize a ``(H, W, 3)`` uint8 frame: ``size`` is ``None`` (keep), the longer side, or ``(h, w)``.
 
     Shrinking averages pixel areas (no aliasing); enlarging interpolates bilinearly.
@@ -274,7 +274,7 @@ def _read_image(path: Path) -> np.ndarray:
     return to_rgb_uint8(array, what=str(path))
 
 
-# ---- video files through the ffmpeg binary
+# ---- video files: the container read by PyAV, the frames decoded by the ffmpeg binary
 
 
 def _probe_video_file(path: Path) -> VideoInfo:
@@ -331,6 +331,22 @@ def _short(exc: BaseException) -> str:
     return lines[-1][:160] if lines else type(exc).__name__
 
 
+@contextlib.contextmanager
+def _quiet_rotation_note() -> Iterator[None]:
+    """Drop imageio-ffmpeg's warning that a rotated video decodes to another size (expected: upright frames)."""
+    import logging
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "is different from the source frame size" not in record.getMessage()
+
+    logger = logging.getLogger("imageio_ffmpeg")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
 def _decode_video(path: Path, announced: int | None, allow_short: bool) -> Iterator[np.ndarray]:
     """Frames of a video file, decoded (and turned upright) by the ffmpeg binary of ``imageio-ffmpeg``.
 
@@ -340,11 +356,14 @@ def _decode_video(path: Path, announced: int | None, allow_short: bool) -> Itera
     """
     import imageio_ffmpeg
 
-    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    # passthrough: every frame of the file exactly once (the default would duplicate or drop frames of a
+    # variable-frame-rate video to reach a constant rate).
+    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=["-fps_mode", "passthrough"])
     decoded = 0
     try:
         try:
-            meta = next(reader)
+            with _quiet_rotation_note():
+                meta = next(reader)
         except (OSError, RuntimeError, StopIteration, IndexError, AttributeError) as exc:
             raise UserInputError(f"{path} is not a video ffmpeg can read ({_short(exc)}); pass a video file or a frame folder") from None
         width, height = meta["size"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -204,3 +205,30 @@ def test_show_video_embeds_the_mp4_as_base64(tmp_path):
     assert html.startswith('<video width="320" controls')
     payload = re.search(r'src="data:video/mp4;base64,([^"]+)"', html).group(1)
     assert base64.b64decode(payload) == out.read_bytes()
+
+
+def test_probe_reads_the_container_exact_rate_count_and_audio(tmp_path):
+    source = make_clip_with_audio(tmp_path / "ntsc.mp4", fps="30000/1001")
+    info = video.probe(source)
+    assert info.fps == 30000 / 1001 and info.frame_count == T and info.has_audio
+
+
+def test_variable_frame_rate_video_decodes_every_frame_once(tmp_path):
+    path = tmp_path / "vfr.mp4"
+    subprocess.run(
+        [video.ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size={W}x{H}:rate=30",
+         "-frames:v", "30", "-vf", "setpts='if(lt(N,10),N*3,30+(N-10)*0.5)/30/TB'", "-fps_mode", "vfr",
+         "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True, capture_output=True)
+    assert video.probe(path).frame_count == 30
+    assert len(list(video.read_frames(path))) == 30  # no frame duplicated or dropped to reach a constant rate
+
+
+def test_rotated_video_is_read_upright_at_the_size_probe_reports(tmp_path):
+    plain = video.write_video(tmp_path / "plain.mp4", smooth_clip(frames=2), fps=10)
+    rotated = tmp_path / "rotated.mp4"
+    made = subprocess.run([video.ffmpeg_exe(), "-v", "error", "-y", "-display_rotation", "90", "-i", str(plain),
+                           "-c", "copy", str(rotated)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("this ffmpeg cannot set a display rotation")
+    assert video.probe(rotated).size == (W, H)
+    assert next(video.read_frames(rotated)).shape == (W, H, 3)

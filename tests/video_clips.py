@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ def make_clip_with_audio(path: Path, frames=T, fps=10) -> Path:
         [video.ffmpeg_exe(), "-v", "error", "-y",
          "-f", "lavfi", "-i", f"testsrc=size={W}x{H}:rate={fps}",
          "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000",
-         "-frames:v", str(frames), "-t", str(frames / fps),
+         "-frames:v", str(frames), "-t", f"{float(frames / Fraction(str(fps))):.6f}",
          "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)],
         check=True, capture_output=True,
     )
