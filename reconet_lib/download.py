@@ -144,7 +144,10 @@ def format_bytes(n: int) -> str:
 _STYLE_BASE = "https://raw.githubusercontent.com/skq024/Real-time-Coherent-Style-Transfer-For-Videos/master/styles/"
 _SCENEFLOW_BASE = "https://lmb.informatik.uni-freiburg.de/data/SceneFlowDatasets_CVPR16/Release_april16/data/"
 _SCENEFLOW_PAGE = "https://lmb.informatik.uni-freiburg.de/resources/datasets/SceneFlowDatasets.en.html"
-_NO_HASH = "the dataset authors publish no checksum, so sha256 is unknown until you download it"
+_NO_HASH = (
+    "no sha256 is published by the dataset authors that this project could cite (their download page could not "
+    "be consulted when it was registered), so it is unknown until you download it; record it then with register()"
+)
 _GB = 1_000_000_000
 
 # (file name, size in bytes, sha256) of the five style images of the original ReCoNet code.
@@ -620,9 +623,12 @@ def extract(
 
     Every member is checked before anything is written: absolute paths, ``..`` components, links that
     point outside ``target_dir``, paths through links, and special files (devices, FIFOs) are refused
-    with a UserInputError. The archive is unpacked into a temporary folder next to ``target_dir`` and
-    then moved in; a stamp file written last marks completion, so an interrupted extraction is
-    simply redone and a finished one is skipped.
+    with a UserInputError (one set of checks for zip and tar alike; tar members are unpacked with
+    ``tarfile``'s ``filter="data"`` as a second net where Python has it). The archive is unpacked into a
+    temporary folder next to ``target_dir``; before it is merged in, every destination is resolved against
+    the real ``target_dir`` with the links already there followed, so several archives extracted into one
+    folder cannot combine their links to escape it. A stamp file written last marks completion, so an
+    interrupted extraction is simply redone and a finished one is skipped.
 
     Args:
         archive: path of the ``.zip`` / ``.tar`` / ``.tar.gz`` / ``.tgz`` / ``.tar.bz2`` / ``.tar.xz`` file.
@@ -658,7 +664,7 @@ def extract(
         else:
             _unpack_tar(archive, {e.name for e in selected}, tmp)
         _check_tree_inside(tmp, archive)
-        _merge_into(tmp, target)
+        _merge_into(tmp, target, archive)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     atomic_write_text(stamp, json.dumps(record))
@@ -831,11 +837,42 @@ def _check_tree_inside(root: Path, archive: Path) -> None:
                 raise UserInputError(f"{archive.name}: {name!r} resolves outside the target folder; the archive is unsafe")
 
 
-def _merge_into(tmp: Path, target: Path) -> None:
+def _check_merge_stays_inside(tmp: Path, target: Path, archive: Path) -> None:
+    """Refuse, before anything moves, an unpacked tree that would reach outside ``target`` once merged.
+
+    Each archive was checked on its own; several archives extracted into one folder can still combine: a link
+    left by one (``d/q -> ..``) and a link of the next (``d/p -> q/..``) lead outside, and a third writes
+    ``d/p/file`` there. So every destination is resolved against the *real* target, links already in it
+    followed: its folder must lie inside, and a link must point inside.
+    """
+    real_target = os.path.realpath(target)
+
+    def inside(path: str) -> bool:
+        return os.path.commonpath([real_target, path]) == real_target
+
+    for dirpath, dirnames, filenames in os.walk(tmp):
+        rel = Path(dirpath).relative_to(tmp)
+        for name in dirnames + filenames:
+            dst = target / rel / name
+            parent = os.path.realpath(dst.parent)
+            via = inside(parent) and (not os.path.islink(dst) or inside(os.path.realpath(dst)))
+            link = Path(dirpath, name)
+            if via and link.is_symlink():
+                via = inside(os.path.realpath(os.path.join(parent, os.readlink(link))))
+            if not via:
+                raise UserInputError(
+                    f"{archive.name}: refusing {(rel / name).as_posix()!r}: together with what is already in {target} "
+                    "it would reach outside that folder (through a link); nothing was extracted. Extract this "
+                    "archive into a fresh folder"
+                )
+
+
+def _merge_into(tmp: Path, target: Path, archive: Path) -> None:
     """Move the unpacked tree into ``target`` (a rename when ``target`` does not exist yet)."""
-    if not target.exists():
+    if not os.path.lexists(target):
         os.replace(tmp, target)
         return
+    _check_merge_stays_inside(tmp, target, archive)
     for dirpath, dirnames, filenames in os.walk(tmp):
         rel = Path(dirpath).relative_to(tmp)
         for d in list(dirnames):

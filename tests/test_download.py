@@ -430,6 +430,34 @@ def test_extract_refuses_members_that_leave_the_target(tmp_path, make, entries, 
     assert not (tmp_path / "evil.txt").exists()
 
 
+@pytest.mark.parametrize("make", [_zip, _tar], ids=["zip", "tar"])
+def test_several_archives_into_one_folder_cannot_combine_links_to_escape(tmp_path, make):
+    # Each archive is harmless alone: d/q -> .. stays inside; d/p -> q/.. stays inside in its own archive;
+    # d/p/ESCAPED.txt is a plain file. Together, d/p would lead to the target's parent.
+    out = tmp_path / "parent" / "out"
+    extract(make(tmp_path / "one.archive", {"d/keep.txt": b"K"}, {"d/q": ".."}), out)
+    assert (out / "d/q").is_symlink()
+    with pytest.raises(UserInputError, match="reach outside") as info:
+        extract(make(tmp_path / "two.archive", {"x.txt": b"x"}, {"d/p": "q/.."}), out)
+    assert "d/p" in str(info.value) and "\n" not in str(info.value)
+    assert not os.path.lexists(out / "d/p") and not (out / "x.txt").exists()  # nothing of it was merged
+    with pytest.raises(UserInputError):  # and had the link been planted by hand, the file would be refused
+        os.symlink("q/..", out / "d/p")
+        extract(make(tmp_path / "three.archive", {"d/p/ESCAPED.txt": b"E"}), out)
+    assert not (tmp_path / "parent" / "ESCAPED.txt").exists() and not (tmp_path / "ESCAPED.txt").exists()
+    assert (out / "d/keep.txt").read_bytes() == b"K"  # what was there is intact
+    assert not [p for p in (tmp_path / "parent").iterdir() if ".extracting-" in p.name]
+
+
+@pytest.mark.parametrize("make", [_zip, _tar], ids=["zip", "tar"])
+def test_several_archives_merge_when_their_links_stay_inside(tmp_path, make):
+    out = tmp_path / "out"
+    extract(make(tmp_path / "one.archive", {"data/clean/a.png": b"A"}, {"latest": "data"}), out)
+    extract(make(tmp_path / "two.archive", {"latest/flow/a.flo": b"F", "data/clean/b.png": b"B"}), out)
+    assert (out / "data/flow/a.flo").read_bytes() == b"F"  # written through the inside link, as the user expects
+    assert (out / "data/clean/a.png").read_bytes() == b"A" and (out / "data/clean/b.png").read_bytes() == b"B"
+
+
 def test_extract_refuses_a_tar_device_file(tmp_path):
     archive = tmp_path / "dev.tar"
     with tarfile.open(archive, "w") as tf:
