@@ -49,7 +49,10 @@ def _serialise(payload: dict[str, Any]) -> memoryview:
 
 def _write_verified(path: str | os.PathLike, data: memoryview, payload: dict[str, Any]) -> Path:
     def verify(tmp: Path) -> None:
-        stored = _read(tmp)
+        try:
+            stored = _read(tmp)
+        except UserInputError as exc:
+            raise OSError(f"checkpoint {path} could not be read back after writing ({exc}); nothing was replaced") from None
         if not isinstance(stored, dict) or set(stored) != set(payload) or stored.get("step") != payload.get("step"):
             raise OSError(f"checkpoint {path} did not read back as written; nothing was replaced")
 
@@ -61,7 +64,7 @@ def _write_verified(path: str | os.PathLike, data: memoryview, payload: dict[str
 def _read(path: Path, map_location: str | torch.device = "cpu") -> Any:
     """``torch.load(weights_only=True)``; any failure becomes a one-line UserInputError."""
     if path.stat().st_size == 0:
-        raise UserInputError(f"{path} is empty (0 bytes), not a ReCoNet checkpoint; delete it")
+        raise UserInputError(f"{path} is empty (0 bytes), not a ReCoNet checkpoint")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle, zip and format errors all mean: not a checkpoint we can read

@@ -2,17 +2,29 @@
 
 Each sub-command lives in the module it belongs to and registers itself through an
 ``add_<name>_command(subparsers)`` function that sets ``func`` on its parser.
+
+Every error a user can cause ends as one line on stderr and a non-zero exit status, never a traceback:
+the library's own errors (:class:`~reconet_lib.errors.ReconetError`, including bad values, which are
+:class:`~reconet_lib.errors.UserInputError` at their source), file-system errors (missing or read-only files,
+a full disk), running out of memory, and interruptions (Ctrl-C: 130; SIGTERM during training: 143). A
+traceback still means a bug in the library.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
-from .errors import ReconetError
+from .errors import ReconetError, TrainingInterrupted, first_line
+
+#: Exit status of an error the user can fix (the same as argparse's usage errors).
+USER_ERROR = 2
+#: Exit status after Ctrl-C (128 + SIGINT).
+INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import metrics, train, video
+    from . import metrics, stylize, train
 
     parser = argparse.ArgumentParser(
         prog="reconet",
@@ -21,21 +33,47 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     train.add_train_command(sub)
-    video.add_stylize_command(sub)
+    stylize.add_stylize_command(sub)
     metrics.add_evaluate_command(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; user errors print one line on stderr and return exit status 2."""
+    """Run the command line; user errors print one line on stderr and return a non-zero exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
-    except (ReconetError, FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError) as exc:
-        print(f"reconet {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except TrainingInterrupted as exc:
+        return _fail(args, str(exc), exc.exit_status)
+    except ReconetError as exc:
+        return _fail(args, first_line(exc, 2000), USER_ERROR)
+    except OSError as exc:
+        return _fail(args, describe_os_error(exc), USER_ERROR)
+    except MemoryError:
+        return _fail(args, "out of memory; try a smaller size or batch (--crop, --size, --batch-size)", USER_ERROR)
     except KeyboardInterrupt:
-        print(f"reconet {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _fail(args, "interrupted", INTERRUPTED)
     return int(result or 0)
+
+
+def _fail(args: argparse.Namespace, message: str, status: int) -> int:
+    print(f"reconet {args.command}: error: {message}" if status != INTERRUPTED else
+          f"reconet {args.command}: {message}", file=sys.stderr)
+    return status
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a file-system error: what failed, on which file, and what to do for the common cases."""
+    hints = {
+        errno.ENOSPC: "the disk is full; free some space or choose another output folder",
+        errno.EROFS: "the file system is read-only; choose another output folder",
+        errno.EACCES: "permission denied; choose a folder you can write to",
+        errno.EDQUOT: "the disk quota is exhausted; free some space",
+    }
+    text = exc.strerror or first_line(exc)
+    where = f" ({exc.filename})" if exc.filename else ""
+    hint = hints.get(exc.errno)
+    if not exc.strerror:  # a library message such as "checkpoint X does not exist; train one ..."
+        return first_line(exc, 2000)
+    return f"{text}{where}" + (f": {hint}" if hint else "")

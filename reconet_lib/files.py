@@ -66,6 +66,11 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb", encoding: str | Non
         if verify is not None:
             verify(Path(tmp))
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.errno is not None and exc.filename is None:  # a failed write names no file: name the target
+            raise OSError(exc.errno, exc.strerror, os.fspath(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -92,3 +92,38 @@ def test_incomplete_and_newer_checkpoints_are_refused(tmp_path, tiny_model):
     torch.save(payload, tmp_path / "new.pt")
     with pytest.raises(UserInputError, match="newer"):
         load_model(tmp_path / "new.pt")
+
+
+def test_empty_and_truncated_checkpoints_are_refused_with_one_line(tmp_path, tiny_model):
+    good = save_checkpoint(tmp_path / "good.pt", model_checkpoint(tiny_model, "a", "0" * 64)).read_bytes()
+    for name, content, message in (("empty.pt", b"", "empty"), ("cut.pt", good[: len(good) // 3], "not a readable")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(UserInputError, match=message) as info:
+            load_model(tmp_path / name)
+        assert "\n" not in str(info.value)
+
+
+def test_step_checkpoints_keep_last_and_an_identical_last_pt(tmp_path, tiny_model):
+    from reconet_lib.checkpoint import checkpoint_files, latest_checkpoint, resume_point, save_step_checkpoint
+
+    for step in (1, 2, 3):
+        payload = {**model_checkpoint(tiny_model, "a", "0" * 64), "step": step}
+        save_step_checkpoint(tmp_path, payload, keep_last=2)
+    assert [p.name for p in checkpoint_files(tmp_path)] == ["step_0000002.pt", "step_0000003.pt"]
+    assert (tmp_path / "last.pt").read_bytes() == (tmp_path / "step_0000003.pt").read_bytes()
+    assert latest_checkpoint(tmp_path) == tmp_path / "last.pt"
+    path, payload = resume_point(tmp_path)
+    assert path.name == "last.pt" and payload["step"] == 3
+    (tmp_path / "last.pt").unlink()
+    assert resume_point(tmp_path)[0].name == "step_0000003.pt"
+
+
+def test_a_folder_lock_is_exclusive_across_holders(tmp_path):
+    from reconet_lib.checkpoint import exclusive
+
+    with exclusive(tmp_path / "run" / ".lock", wait=False):
+        with pytest.raises(UserInputError, match="another process"):
+            with exclusive(tmp_path / "run" / ".lock", wait=False):
+                pass
+    with exclusive(tmp_path / "run" / ".lock", wait=False):  # released on leaving the block
+        pass

@@ -37,3 +37,48 @@ def test_only_write_modes_are_accepted(tmp_path):
     with pytest.raises(ValueError, match="mode"):
         with atomic_output(tmp_path / "x", "ab"):
             pass
+
+
+def test_a_failed_verification_keeps_the_previous_file(tmp_path):
+    from reconet_lib.files import atomic_output
+
+    target = tmp_path / "data.bin"
+    atomic_write_bytes(target, b"good")
+
+    def verify(tmp):
+        assert tmp.read_bytes() == b"new" and tmp.parent == tmp_path
+        raise OSError("did not read back")
+
+    with pytest.raises(OSError, match="read back"):
+        with atomic_output(target, verify=verify) as handle:
+            handle.write(b"new")
+    assert target.read_bytes() == b"good" and os.listdir(tmp_path) == ["data.bin"]
+
+
+def test_a_failed_write_names_the_target_file(tmp_path, monkeypatch):
+    import errno
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = tmp_path / "out.bin"
+    with pytest.raises(OSError) as info:
+        with atomic_output(target) as handle:
+            FullDisk(handle).write(b"x")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert os.listdir(tmp_path) == []
+
+
+def test_temporaries_of_a_killed_writer_are_found_and_removed(tmp_path):
+    from reconet_lib.files import remove_temporaries, temporaries
+
+    (tmp_path / ".a.pt.x1y2.tmp").write_bytes(b"partial")
+    (tmp_path / ".b.json.z3.tmp").write_bytes(b"partial")
+    (tmp_path / "keep.tmp").write_bytes(b"not ours")  # not named like atomic_output's temporaries
+    assert [p.name for p in temporaries(tmp_path, "*.pt")] == [".a.pt.x1y2.tmp"]
+    assert [p.name for p in remove_temporaries(tmp_path)] == [".a.pt.x1y2.tmp", ".b.json.z3.tmp"]
+    assert sorted(os.listdir(tmp_path)) == ["keep.tmp"]
