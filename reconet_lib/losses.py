@@ -159,11 +159,11 @@ class VGGFeatures(nn.Module):
     def forward(self, x: torch.Tensor, layers: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
         """Features of ``x`` ``(B, 3, H, W)`` in [0, 1] at ``layers`` (default: all built layers)."""
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"VGGFeatures expects RGB images (B, 3, H, W) in [0, 1]; got {tuple(x.shape)}")
+            raise UserInputError(f"VGGFeatures expects RGB images (B, 3, H, W) in [0, 1]; got {tuple(x.shape)}")
         wanted = self.layers if layers is None else _check_layers(layers)
         missing = [name for name in wanted if name not in self.layers]
         if missing:
-            raise ValueError(f"layers {missing} were not built; construct VGGFeatures(layers=...) with them")
+            raise UserInputError(f"layers {missing} were not built; construct VGGFeatures(layers=...) with them")
         by_index = {VGG_LAYERS[name]: name for name in wanted}
         last = max(by_index)
         out: dict[str, torch.Tensor] = {}
@@ -263,7 +263,7 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
         ``(B, C, C)`` float32.
     """
     if features.dim() != 4:
-        raise ValueError(f"gram_matrix expects features (B, C, H, W); got {tuple(features.shape)}")
+        raise UserInputError(f"gram_matrix expects features (B, C, H, W); got {tuple(features.shape)}")
     b, c, h, w = features.shape
     with torch.autocast(device_type=features.device.type, enabled=False):
         flat = features.float().reshape(b, c, h * w)
@@ -277,7 +277,7 @@ def content_loss(feat_out: torch.Tensor, feat_target: torch.Tensor) -> torch.Ten
     default, :attr:`LossWeights.content_layer`).
     """
     if feat_out.shape != feat_target.shape:
-        raise ValueError(f"content_loss: shapes differ, {tuple(feat_out.shape)} vs {tuple(feat_target.shape)}")
+        raise UserInputError(f"content_loss: shapes differ, {tuple(feat_out.shape)} vs {tuple(feat_target.shape)}")
     return F.mse_loss(feat_out.float(), feat_target.float())
 
 
@@ -301,7 +301,7 @@ def style_loss(
         if weight == 0:
             continue
         if layer not in feats_out or layer not in target_grams:
-            raise ValueError(f"style_loss: layer {layer!r} is missing from the features or the target Grams")
+            raise UserInputError(f"style_loss: layer {layer!r} is missing from the features or the target Grams")
         gram = gram_matrix(feats_out[layer])
         target = target_grams[layer].float().to(gram.device).expand_as(gram)
         term = float(weight) * F.mse_loss(gram, target)
@@ -321,9 +321,9 @@ def tv_loss(img: torch.Tensor, kind: str = "squared") -> torch.Tensor:
     only damps small pixel-to-pixel noise gently). A 1-pixel dimension contributes 0.
     """
     if img.dim() != 4:
-        raise ValueError(f"tv_loss expects (B, C, H, W); got {tuple(img.shape)}")
+        raise UserInputError(f"tv_loss expects (B, C, H, W); got {tuple(img.shape)}")
     if kind not in ("squared", "absolute"):
-        raise ValueError(f"tv_loss: kind must be 'squared' or 'absolute'; got {kind!r}")
+        raise UserInputError(f"tv_loss: kind must be 'squared' or 'absolute'; got {kind!r}")
     x = img.float()
     dx = x[..., :, 1:] - x[..., :, :-1]
     dy = x[..., 1:, :] - x[..., :-1, :]
@@ -350,7 +350,7 @@ def style_grams(vgg: VGGFeatures, style_image: torch.Tensor, layers: Iterable[st
         ``{layer: (1, C, C)}`` float32.
     """
     if style_image.dim() != 4 or style_image.shape[:2] != (1, 3):
-        raise ValueError(f"style_grams expects one RGB image (1, 3, H, W) in [0, 1]; got {tuple(style_image.shape)}")
+        raise UserInputError(f"style_grams expects one RGB image (1, 3, H, W) in [0, 1]; got {tuple(style_image.shape)}")
     device = vgg.mean.device
     feats = vgg(style_image.to(device), layers=list(layers))
     return {name: gram_matrix(f) for name, f in feats.items()}
@@ -363,13 +363,13 @@ def style_grams(vgg: VGGFeatures, style_image: torch.Tensor, layers: Iterable[st
 
 def _check_temporal(current: torch.Tensor, flow: torch.Tensor, valid: torch.Tensor, what: str) -> None:
     if flow.dim() != 4 or flow.shape[1] != 2:
-        raise ValueError(f"{what}: flow must be (B, 2, H, W); got {tuple(flow.shape)}")
+        raise UserInputError(f"{what}: flow must be (B, 2, H, W); got {tuple(flow.shape)}")
     if valid.dim() != 4 or valid.shape[1] != 1 or valid.shape[-2:] != flow.shape[-2:]:
-        raise ValueError(
+        raise UserInputError(
             f"{what}: valid must be (B, 1, H, W) at the flow's size {tuple(flow.shape[-2:])}; got {tuple(valid.shape)}"
         )
     if current.shape[0] != flow.shape[0]:
-        raise ValueError(f"{what}: batch sizes differ ({current.shape[0]} vs flow {flow.shape[0]})")
+        raise UserInputError(f"{what}: batch sizes differ ({current.shape[0]} vs flow {flow.shape[0]})")
 
 
 def _to_feature_grid(flow: torch.Tensor, valid: torch.Tensor, size: tuple[int, int], stride: int | None = None):
@@ -422,7 +422,7 @@ def feature_temporal_loss(
     """
     _check_temporal(feat_t, flow, valid, "feature_temporal_loss")
     if feat_t.shape != feat_prev.shape:
-        raise ValueError(f"feature_temporal_loss: {tuple(feat_t.shape)} vs {tuple(feat_prev.shape)}")
+        raise UserInputError(f"feature_temporal_loss: {tuple(feat_t.shape)} vs {tuple(feat_prev.shape)}")
     flow_f, valid_f = _to_feature_grid(flow.float(), valid.float(), tuple(feat_t.shape[-2:]), stride)
     warped, inside = warp(feat_prev.float(), flow_f, return_valid=True)
     diff = feat_t.float() - warped
@@ -453,7 +453,7 @@ def output_temporal_loss(
     _check_temporal(out_t, flow, valid, "output_temporal_loss")
     for name, t in (("out_prev", out_prev), ("in_t", in_t), ("in_prev", in_prev)):
         if t.shape != out_t.shape:
-            raise ValueError(f"output_temporal_loss: {name} {tuple(t.shape)} differs from out_t {tuple(out_t.shape)}")
+            raise UserInputError(f"output_temporal_loss: {name} {tuple(t.shape)} differs from out_t {tuple(out_t.shape)}")
     flow = flow.float()
     warped_out, inside = warp(out_prev.float(), flow, return_valid=True)
     warped_in = warp(in_prev.float(), flow)
@@ -579,7 +579,7 @@ def pair_losses(
     """
     missing = [key for key in ("current", "previous", "flow", "valid") if key not in batch]
     if missing:
-        raise ValueError(f"pair_losses: batch lacks {missing}; it needs current, previous, flow and valid")
+        raise UserInputError(f"pair_losses: batch lacks {missing}; it needs current, previous, flow and valid")
     current, previous = batch["current"], batch["previous"]
     flow, valid = batch["flow"], batch["valid"]
     size = tuple(current.shape[-2:])

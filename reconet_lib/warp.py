@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .errors import UserInputError
+
 #: BT.709 relative-luminance weights for linear R, G, B (ITU-R BT.709).
 BT709 = (0.2126, 0.7152, 0.0722)
 
@@ -19,16 +21,16 @@ _INSIDE_TOLERANCE = 1e-3
 
 def _check_pair(image: torch.Tensor, flow: torch.Tensor) -> None:
     if image.dim() != 4:
-        raise ValueError(f"image must have shape (B, C, H, W); got {tuple(image.shape)}")
+        raise UserInputError(f"image must have shape (B, C, H, W); got {tuple(image.shape)}")
     if flow.dim() != 4 or flow.shape[1] != 2:
-        raise ValueError(f"flow must have shape (B, 2, H, W) with channels (u, v); got {tuple(flow.shape)}")
+        raise UserInputError(f"flow must have shape (B, 2, H, W) with channels (u, v); got {tuple(flow.shape)}")
     if image.shape[-2:] != flow.shape[-2:]:
-        raise ValueError(
+        raise UserInputError(
             f"image {tuple(image.shape[-2:])} and flow {tuple(flow.shape[-2:])} differ in size; "
             "resize the flow with reconet_lib.flow.resize_flow, which also rescales its vectors"
         )
     if flow.shape[0] not in (1, image.shape[0]) and image.shape[0] != 1:
-        raise ValueError(f"batch sizes differ: image {image.shape[0]}, flow {flow.shape[0]}")
+        raise UserInputError(f"batch sizes differ: image {image.shape[0]}, flow {flow.shape[0]}")
 
 
 def sample_positions(flow: torch.Tensor) -> torch.Tensor:
@@ -108,7 +110,7 @@ def warp(
     """
     _check_pair(image, flow)
     if mode not in ("bilinear", "nearest"):
-        raise ValueError(f"mode must be 'bilinear' or 'nearest'; got {mode!r}")
+        raise UserInputError(f"mode must be 'bilinear' or 'nearest'; got {mode!r}")
     b = max(image.shape[0], flow.shape[0])
     src = image.float().expand(b, -1, -1, -1)
     # Unknown (non-finite) flow samples far outside the image: zeros, and invalid in the mask.
@@ -163,7 +165,7 @@ def consistency_mask(
         ``(B, 1, H, W)`` float32 valid mask of frame a: 1 = visible in both frames and consistent.
     """
     if flow_fw.shape != flow_bw.shape:
-        raise ValueError(f"forward {tuple(flow_fw.shape)} and backward {tuple(flow_bw.shape)} flows differ in shape")
+        raise UserInputError(f"forward {tuple(flow_fw.shape)} and backward {tuple(flow_bw.shape)} flows differ in shape")
     fw = flow_fw.float()
     bw_at_target, inside = warp(flow_bw.float(), torch.nan_to_num(fw), return_valid=True)
     fw0 = torch.nan_to_num(fw)
@@ -188,7 +190,7 @@ def downsample_valid(valid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     """
     h, w = size
     if h > valid.shape[-2] or w > valid.shape[-1]:
-        raise ValueError(f"downsample_valid shrinks masks; {tuple(valid.shape[-2:])} -> {size} would enlarge it")
+        raise UserInputError(f"downsample_valid shrinks masks; {tuple(valid.shape[-2:])} -> {size} would enlarge it")
     invalid = (valid < 1).float()
     return 1.0 - F.adaptive_max_pool2d(invalid, (h, w))
 
@@ -202,6 +204,6 @@ def luminance(image: torch.Tensor) -> torch.Tensor:
         ``(B, 1, H, W)`` in the image's dtype.
     """
     if image.dim() != 4 or image.shape[1] != 3:
-        raise ValueError(f"luminance needs an RGB batch (B, 3, H, W); got {tuple(image.shape)}")
+        raise UserInputError(f"luminance needs an RGB batch (B, 3, H, W); got {tuple(image.shape)}")
     weights = torch.tensor(BT709, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
     return (image * weights).sum(dim=1, keepdim=True)

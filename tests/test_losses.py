@@ -128,7 +128,7 @@ def test_vgg_returns_only_requested_layers_and_stops_after_the_deepest():
     assert len(vgg.features) == losses.VGG_LAYERS["relu2_2"] + 1
     out = vgg(torch.rand(1, 3, 16, 16))
     assert list(out) == ["relu2_2"] and out["relu2_2"].shape == (1, 128, 8, 8)
-    with pytest.raises(ValueError, match="not built"):
+    with pytest.raises(UserInputError, match="not built"):
         vgg(torch.rand(1, 3, 16, 16), layers=["relu3_3"])
     with pytest.raises(UserInputError, match="relu5_3"):
         VGGFeatures(None, layers=["relu5_3"])
@@ -257,7 +257,7 @@ def test_style_loss_weights_layers_and_broadcasts_a_batch_one_target():
     got = style_loss(feats, targets, {"relu1_2": 2.0, "relu2_2": 0.5})
     assert got.item() == pytest.approx(2.0 * 0.25 + 0.5 * (1 / 9))
     assert style_loss(feats, targets, {"relu1_2": 0.0}).item() == 0.0
-    with pytest.raises(ValueError, match="relu3_3"):
+    with pytest.raises(UserInputError, match="relu3_3"):
         style_loss(feats, targets, {"relu3_3": 1.0})
 
 
@@ -267,7 +267,7 @@ def test_style_grams_are_batch_one_and_match_the_output_grams_of_the_style_image
     assert {k: tuple(v.shape) for k, v in grams.items()} == {"relu1_2": (1, 64, 64), "relu3_3": (1, 256, 256)}
     feats = vgg(style.expand(3, -1, -1, -1))
     assert style_loss(feats, grams, {"relu1_2": 1.0, "relu3_3": 1.0}).item() < 1e-12
-    with pytest.raises(ValueError, match=r"\(1, 3, H, W\)"):
+    with pytest.raises(UserInputError, match=r"\(1, 3, H, W\)"):
         style_grams(vgg, torch.rand(2, 3, 8, 8), ["relu1_2"])
 
 

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconet_lib.errors import UserInputError
 from reconet_lib.warp import consistency_mask, downsample_valid, inside_mask, luminance, warp
 
 sizes = st.tuples(st.integers(1, 12), st.integers(1, 12))
@@ -103,9 +104,9 @@ def test_warp_broadcasts_a_single_flow_over_a_batch_and_gradients_flow_to_both_i
 
 
 def test_mismatched_sizes_are_refused_with_a_hint():
-    with pytest.raises(ValueError, match="resize_flow"):
+    with pytest.raises(UserInputError, match="resize_flow"):
         warp(torch.rand(1, 3, 8, 8), torch.zeros(1, 2, 4, 4))
-    with pytest.raises(ValueError, match=r"\(B, 2, H, W\)"):
+    with pytest.raises(UserInputError, match=r"\(B, 2, H, W\)"):
         warp(torch.rand(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
 
 
@@ -155,7 +156,7 @@ def test_downsample_valid_is_conservative():
     odd = downsample_valid(valid, (3, 3))  # cells overlap: every cell touching (3, 5) is invalid
     assert odd[0, 0, 1, 1] == 0 or odd[0, 0, 1, 2] == 0
     assert odd.sum() < 9
-    with pytest.raises(ValueError):
+    with pytest.raises(UserInputError):
         downsample_valid(valid, (16, 16))
 
 
@@ -180,5 +181,5 @@ def test_luminance_uses_bt709_weights():
     rgb = torch.eye(3).view(3, 3, 1, 1)
     assert torch.allclose(luminance(rgb).flatten(), torch.tensor([0.2126, 0.7152, 0.0722]))
     assert torch.allclose(luminance(torch.ones(1, 3, 2, 2)), torch.ones(1, 1, 2, 2))
-    with pytest.raises(ValueError):
+    with pytest.raises(UserInputError):
         luminance(torch.ones(1, 1, 2, 2))
