@@ -96,8 +96,9 @@ def test_full_disk_write_video_fails_clearly_and_keeps_the_older_file(small_disk
     assert sorted(p.name for p in small_disk.iterdir()) == ["out.mp4"]
 
 
+@pytest.mark.slow
 def test_full_disk_stylize_command_is_one_line_and_keeps_the_older_file(small_disk, tmp_path, tiny_checkpoint):
-    source = video.write_video(tmp_path / "noise.mp4", noise_clip(), fps=10, quality=10)
+    source = video.write_video(tmp_path / "noise.mp4", noise_clip(), fps=10)
     older = video.write_video(small_disk / "out.mp4", smooth_clip(frames=3), fps=10)
     before = older.read_bytes()
     result = run_command("stylize", source, "--checkpoint", tiny_checkpoint, "-o", older, "--side-by-side",
