@@ -44,7 +44,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from .errors import UserInputError
-from .sizes import Size, check_size, parse_size, resolve_size  # noqa: F401  (parse_size: kept for the notebooks)
+from .sizes import Size, check_size, resolve_size
 
 #: File name endings read as frames when the source is a folder (compared in lower case).
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
