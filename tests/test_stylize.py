@@ -222,3 +222,12 @@ def test_cli_unwritable_output_folder_is_one_line_error(tmp_path, checkpoint_fil
         assert not (locked / "out.mp4").exists()
     finally:
         (tmp_path / "locked").chmod(0o700)
+
+
+def test_the_pipeline_names_still_resolve_from_the_video_module():
+    from reconet_lib.video import StylizeReport, stylize_video
+
+    assert stylize_video is stylize.stylize_video and StylizeReport is stylize.StylizeReport
+    assert video.resolve_precision is stylize.resolve_precision
+    with pytest.raises(AttributeError):
+        video.no_such_name  # noqa: B018
