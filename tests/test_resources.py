@@ -208,3 +208,37 @@ def test_registered_weights_verify_by_torchvisions_sha256_prefix():
         res = download.resource(name)
         assert res.sha256_prefix and res.filename.endswith(f"-{res.sha256_prefix}.pth")
         assert res.url == "https://download.pytorch.org/models/" + res.filename
+
+
+@pytest.mark.slow  # two 1-step training runs; most of the time is the first import of the training stack
+def test_tutorial_models_train_with_the_served_imagenet_weights_and_candy(world, monkeypatch, tmp_path, capsys):
+    # The full stand-in (every VGG-16 layer the losses use) replaces the small one; the tutorial run is shrunk.
+    import dataclasses as dc
+
+    from reconet_lib import synthetic
+    from reconet_lib.checkpoint import load_checkpoint
+    from reconet_lib.train import tutorial
+
+    server, served, _ = world
+    buffer = io.BytesIO()
+    features = losses.VGGFeatures(None, seed=5).features.state_dict()
+    torch.save({f"features.{k}": v for k, v in features.items()}, buffer)
+    (served / "vgg16-397923af.pth").write_bytes(buffer.getvalue())
+    res = dc.replace(download.resource("vgg16_imagenet"), sha256=_sha(buffer.getvalue()))
+    monkeypatch.setitem(download.REGISTRY, "vgg16_imagenet", res)
+    root = synthetic.generate_dataset(tmp_path / "pairs", scenes=1,
+                                      config=synthetic.SyntheticConfig(height=32, width=32, frames=3, scene="photo"))
+    real_config = tutorial.tutorial_config
+
+    def small(quick, device, **kwargs):
+        config = real_config(quick, device, **kwargs)
+        return dc.replace(config, data=[{"kind": "synthetic", "path": str(root)}], crop=(32, 32), steps=1,
+                          style_size=32, checkpoint_every=0)
+
+    monkeypatch.setattr(tutorial, "tutorial_config", small)
+    paths = tutorial.ensure_tutorial_checkpoints(True, "cpu", output_dir=tmp_path / "runs")
+    for path in paths.values():
+        stored = load_checkpoint(path)
+        assert stored["train_config"]["vgg_weights"] == "imagenet" and stored["style_name"] == "candy"
+    assert "Offline fallback" not in capsys.readouterr().out
+    assert sorted(set(server.requests)) == ["/models/candy.jpg", "/models/vgg16-397923af.pth"]
