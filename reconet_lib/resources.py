@@ -141,7 +141,8 @@ def locate(
         return download.fetch(res, cache_dir(name), progress=progress, allow_download=allow_download,
                               base_url=base_url)
     except download.DownloadError as exc:
-        message = f"{_title(name)} ({res.filename}) could not be had: {exc.reason}. To provide the file, {how_to_provide(name)}."
+        message = (f"{_title(name)} ({res.filename}) could not be had: {exc.reason}. "
+                   f"To provide the file, {how_to_provide(name)}.")
         raise ResourceUnavailable(message, name) from None
 
 

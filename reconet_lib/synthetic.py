@@ -669,9 +669,10 @@ def write_sintel_layout(
 ) -> Path:
     """Write a sequence in the MPI Sintel training layout under ``root`` (which plays Sintel's ``training``).
 
-    The layout's names and polarity come from :mod:`reconet_lib.sintel`. Files (k counts frames from 1, as Sintel does): ``<pass>/<scene>/frame_%04d.png`` for k = 1..T;
-    ``flow/<scene>/frame_%04d.flo`` = flow k -> k+1 and ``occlusions/<scene>/frame_%04d.png`` (255 where a
-    pixel of frame k is not visible in k+1, 0 elsewhere) for k = 1..T-1; ``flow_backward/<scene>/`` = flow
+    The layout's names and polarity come from :mod:`reconet_lib.sintel`. Files (k counts frames from 1, as
+    Sintel does): ``<pass>/<scene>/frame_%04d.png`` for k = 1..T; ``flow/<scene>/frame_%04d.flo`` = flow
+    k -> k+1 and ``occlusions/<scene>/frame_%04d.png`` (255 where a pixel of frame k is not visible in k+1,
+    0 elsewhere) for k = 1..T-1; ``flow_backward/<scene>/`` = flow
     k -> k-1 and ``occlusions_backward/<scene>/`` (255 where a pixel of frame k is not visible in k-1) for
     k = 2..T. Finally ``synthetic_records/<scene>.json`` records the config; it marks the scene complete.
 
