@@ -35,7 +35,7 @@ def quick_mode() -> bool:
     if value in {"0", "false", "no", "off"}:
         return False
     if value:
-        raise ValueError(f"{QUICK_ENV}={value!r} is not understood; use 1 (quick) or 0 (full), or unset it")
+        raise UserInputError(f"{QUICK_ENV}={value!r} is not understood; use 1 (quick) or 0 (full), or unset it")
     return not torch.cuda.is_available()
 
 

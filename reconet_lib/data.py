@@ -49,6 +49,14 @@ from .pairs import (  # noqa: F401  (re-exported: the pair-sample names were def
 )
 from .warp import consistency_mask
 
+__all__ = [
+    "DatasetNotFoundError", "FlyingChairs2Pairs", "IMAGE_SUFFIXES", "MixedPairs", "PairDataset", "SceneFlowPairs",
+    "SintelPairs", "SyntheticPairs", "read_image", "read_pair",
+    # re-exported from reconet_lib.pairs
+    "PAIR_KEYS", "PairAugment", "check_sample", "hflip_pair", "image_to_tensor", "make_sample", "random_crop_pair",
+    "resize_pair", "sample_generator",
+]
+
 #: File suffixes treated as still frames (dataset images).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 #: The one image reader of the datasets: an 8-bit file as a ``(3, H, W)`` float32 RGB tensor in [0, 1].
