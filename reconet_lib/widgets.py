@@ -272,7 +272,7 @@ class TemporalExplorer:
         # Sizes are shares of the page, never fixed pixel widths above the panel width: five panels of at
         # most `panel_width` share a row and wrap to a second row when the page is narrow. (ipywidgets'
         # HTML and slider widgets default to a fixed 300 px width, which is what made the columns overflow.)
-        fill = widgets.Layout(width="100%", height="auto", object_fit="contain")
+        fill = widgets.Layout(width="100%", height="auto", margin="0", object_fit="contain")
         self._images = {key: widgets.Image(format="png", layout=fill) for key in PANELS}
         columns = [
             widgets.VBox(

@@ -1,0 +1,212 @@
+"""Notebook 07's TemporalExplorer in a real browser: JupyterLab on 127.0.0.1, driven by headless Chromium.
+
+It opens a copy of notebook 07, runs every cell, moves the frame slider and switches the version, and checks that
+the panel images follow and that nothing in the widget overflows horizontally at a 1400 px wide window.
+
+Runs where Debian's ``chromium`` and ``chromium-driver`` are installed (``.ci/run`` installs them) and the
+``selenium`` package is present; skipped otherwise. Nothing leaves the machine: the server listens on 127.0.0.1
+with a random token, the browser starts with an empty profile and its network features off.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "07_temporal_consistency.ipynb"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+WINDOW = (1400, 1000)
+#: Seconds the notebook may take to run up to the explorer (it trains the tutorial models if they are not cached).
+RUN_TIMEOUT_S = 420
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
+        reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+    ),
+]
+webdriver = pytest.importorskip("selenium.webdriver", reason="needs the selenium package (the test extra)")
+pytest.importorskip("jupyterlab", reason="needs JupyterLab")
+
+from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+EXPLORER = ".reconet-temporal-explorer"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_server(url: str, process: subprocess.Popen, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"JupyterLab exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"JupyterLab did not answer {url} within {timeout_s} s")
+
+
+@pytest.fixture()
+def lab(tmp_path):
+    """A JupyterLab server on 127.0.0.1 whose root holds a copy of notebook 07 (outputs cleared)."""
+    import nbformat
+
+    from reconet_lib.config import data_dir
+
+    root = tmp_path / "root"
+    root.mkdir()
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nbformat.write(nb, root / NOTEBOOK.name)
+
+    port, token = _free_port(), secrets.token_hex(16)
+    env = dict(os.environ)
+    env.update({
+        "RECONET_QUICK": "1",
+        "RECONET_DATA": str(data_dir()),  # the same cache of tutorial checkpoints the notebooks use
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
+        "IPYTHONDIR": str(tmp_path / "ipython"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+    })
+    command = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+        "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+        "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
+    ] + (["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])  # CI containers run as root
+    log = open(tmp_path / "jupyterlab.log", "wb")
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait_for_server(f"{base}/api/status?token={token}", process)
+        except (RuntimeError, TimeoutError) as exc:
+            log.flush()
+            tail = (tmp_path / "jupyterlab.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{exc}; its log ends:\n{tail}") from None
+        yield f"{base}/lab/tree/{NOTEBOOK.name}?token={token}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.fixture()
+def browser(tmp_path):
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
+                 f"--window-size={WINDOW[0]},{WINDOW[1]}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _click_menu(driver, menu: str, item: str) -> None:
+    wait = WebDriverWait(driver, 30)
+    wait.until(lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-itemLabel") if e.text == menu])
+    next(e for e in driver.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-itemLabel") if e.text == menu).click()
+    entry = wait.until(lambda d: next(
+        (e for e in d.find_elements(By.CSS_SELECTOR, ".lm-Menu-itemLabel") if e.text == item and e.is_displayed()), None))
+    entry.click()
+
+
+def _panel_sources(explorer) -> list[str]:
+    """The ``src`` of every image in the explorer: the five panels, then the error plot."""
+    return [img.get_attribute("src") for img in explorer.find_elements(By.CSS_SELECTOR, "img")]
+
+
+_OVERFLOW_JS = """
+// The widget's containers (its own boxes and the output area around it); not the inside of the slider,
+// whose handle is positioned outside its track on purpose.
+const root = arguments[0];
+const boxes = [root, ...root.querySelectorAll('.widget-box')];
+const output = root.closest('.jp-OutputArea-output');
+if (output) boxes.push(output);
+return boxes.filter(e => e.scrollWidth > e.clientWidth)
+            .map(e => `${e.tagName}.${[...e.classList].join('.')}: scrollWidth ${e.scrollWidth} > clientWidth ${e.clientWidth}`);
+"""
+
+
+def test_explorer_in_jupyterlab_follows_the_slider_and_the_version_and_fits_1400_px(lab, browser):
+    browser.get(lab)
+    WebDriverWait(browser, 90).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"))
+    # The kernel must be up before "Run All Cells": the toolbar's execution indicator reads idle.
+    WebDriverWait(browser, 90).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']"))
+    for button in browser.find_elements(By.CSS_SELECTOR, ".jp-toast-button, .jp-Notification-Toast button"):
+        if button.text.strip() == "No":  # "get notified about Jupyter news?": answer, so the toast covers nothing
+            button.click()
+    _click_menu(browser, "Run", "Run All Cells")
+    try:
+        explorer = WebDriverWait(browser, RUN_TIMEOUT_S).until(
+            lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, EXPLORER) if len(_panel_sources(e)) == 6), None))
+    except TimeoutException:
+        errors = [e.text[:500] for e in browser.find_elements(By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.stderr']")]
+        pytest.fail(f"the explorer did not appear within {RUN_TIMEOUT_S} s; cell errors: {errors}")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", explorer)
+    WebDriverWait(browser, 30).until(lambda d: all(s and (s.startswith("blob:") or s.startswith("data:"))
+                                                   for s in _panel_sources(explorer)))
+    start = _panel_sources(explorer)
+    overflow = browser.execute_script(_OVERFLOW_JS, explorer)
+    assert overflow == [], "\n".join(overflow)
+
+    # The slider: focus its handle and press the right arrow key, as a keyboard user would.
+    handle = explorer.find_element(By.CSS_SELECTOR, ".widget-slider .noUi-handle")
+    handle.click()
+    handle.send_keys(Keys.ARROW_RIGHT)
+    moved = WebDriverWait(browser, 30).until(
+        lambda d: (lambda now: now if now[0] != start[0] and now[1] != start[1] else None)(_panel_sources(explorer)))
+    assert all(a != b for a, b in zip(start[:5], moved[:5])), "every panel shows the new frame"
+
+    # The version buttons: choose the one that is not selected.
+    buttons = explorer.find_elements(By.CSS_SELECTOR, ".widget-toggle-buttons button")
+    assert len(buttons) == 2
+    next(b for b in buttons if "mod-active" not in b.get_attribute("class")).click()
+    toggled = WebDriverWait(browser, 30).until(
+        lambda d: (lambda now: now if now[1] != moved[1] else None)(_panel_sources(explorer)))
+    assert toggled[0] == moved[0], "the input panel does not depend on the version"
+    assert toggled[1] != moved[1] and toggled[4] != moved[4], "output and error panels show the other version"
+
+    overflow = browser.execute_script(_OVERFLOW_JS, explorer)
+    assert overflow == [], "\n".join(overflow)
+    width = browser.execute_script("return document.documentElement.clientWidth")
+    assert width <= WINDOW[0] and explorer.rect["x"] + explorer.rect["width"] <= width
