@@ -1,0 +1,116 @@
+"""benchmarks/gpu_check.py: its CPU dry run covers every section, and a wrong result cannot pass.
+
+The script itself checks CUDA; without a GPU its ``--dry-run`` runs every section's code on the CPU with tiny
+sizes, so the script cannot rot while no GPU is at hand.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # dataclasses look their module up while the file executes
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("gpu_check", None)
+
+
+def quiet_context(module, tmp_path, budget_s: float = 60.0):
+    report = module.Report(echo=False)
+    return module.Context(module.dry_plan(), torch.device("cpu"), report, module.Timebox(budget_s), tmp_path)
+
+
+def test_dry_run_reports_every_section_passed_or_skipped_with_a_reason(tmp_path):
+    out = tmp_path / "check.json"
+    env = {**os.environ, "RECONET_DATA": str(tmp_path / "data"), "RECONET_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(SCRIPT.parents[1]), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--json", str(out)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert result["failed"] == 0 and result["meta"]["dry_run"] is True
+    from_table = {line.split()[0] for line in done.stdout.splitlines() if line.split()}
+    for section in ("hardware", "correctness", "inference", "video", "training", "torchrun", "raft", "compile"):
+        mine = [row for row in rows if row["section"] == section]
+        assert mine, f"no row for section {section}"
+        assert section in from_table
+        for row in mine:
+            assert row["status"] in ("passed", "measured", "skipped"), row
+            if row["status"] == "skipped":
+                assert len(row["note"]) > 10, row  # skipped with the reason
+    # the CUDA paths the issue names each have a correctness row that ran (on the CPU here)
+    names = " | ".join(row["name"] for row in rows if row["status"] == "passed")
+    for path in ("forward fp16", "forward bf16", "optimize_for_inference fp16", "optimize_for_inference bf16",
+                 "warp float32", "pair_losses fp16", "pair_losses bf16", "training step fp16 + GradScaler",
+                 "training step bf16", "torchrun"):
+        assert path in names
+    training = [row for row in rows if row["section"] == "training"]
+    assert all("needs CUDA" in row["note"] for row in training)  # peak GPU memory: skipped, with the reason
+
+
+def test_a_result_outside_its_tolerance_is_a_failed_row_and_a_nonzero_exit(gpu_check, tmp_path):
+    ref = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    report = gpu_check.Report(echo=False)
+    tol = gpu_check.IMAGE_TOL["fp16"]
+    report.compare("correctness", "close", ref + 1e-4, ref, tol)
+    assert report.exit_status() == 0 and report.rows[-1].status == "passed"
+    wrong = ref.clone()
+    wrong[0, 0, 0, 0] += 0.5  # one bad pixel breaks the max
+    report.compare("correctness", "one bad pixel", wrong, ref, tol)
+    assert report.rows[-1].status == "FAILED" and "max_abs" in report.rows[-1].note
+    report.compare("correctness", "non-finite", torch.full_like(ref, float("nan")), ref, tol)
+    assert report.rows[-1].status == "FAILED"
+    report.compare_terms("correctness", "loss terms", {"style": 1.1, "tv": 2.0}, {"style": 1.0, "tv": 2.0},
+                         gpu_check.LOSS_TOL["bf16"])
+    assert report.rows[-1].status == "FAILED" and "style" in report.rows[-1].note
+    assert report.exit_status() == 1
+    assert "FAILED" in report.table()
+
+
+def test_an_exception_in_one_section_is_a_failed_row_and_the_next_section_runs(gpu_check, tmp_path):
+    ctx = quiet_context(gpu_check, tmp_path)
+
+    def broken(ctx, box):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    def fine(ctx, box):
+        ctx.report.add("video", "something", gpu_check.MEASURED, fps=1.0)
+
+    gpu_check.run_sections(ctx, ["inference", "video"], {"inference": broken, "video": fine})
+    assert [(r.section, r.status) for r in ctx.report.rows] == [("inference", "FAILED"), ("video", "measured")]
+    assert "illegal memory access" in ctx.report.rows[0].note
+    assert ctx.report.exit_status() == 1
+
+
+def test_sections_after_the_global_budget_are_skipped_with_the_reason(gpu_check, tmp_path):
+    ctx = quiet_context(gpu_check, tmp_path, budget_s=0.0)
+    ran = []
+    gpu_check.run_sections(ctx, ["training", "raft"], {"training": lambda c, b: ran.append(1),
+                                                       "raft": lambda c, b: ran.append(2)})
+    assert not ran
+    assert [r.status for r in ctx.report.rows] == ["skipped", "skipped"]
+    assert all("budget" in r.note for r in ctx.report.rows)
+
+
+def test_help_says_what_it_measures_and_how_long_it_takes(gpu_check, capsys):
+    with pytest.raises(SystemExit):
+        gpu_check.main(["--help"])
+    text = capsys.readouterr().out
+    for word in ("minutes", "--dry-run", "correctness", "frames/s", "steps/s", "torchrun", "RAFT", "TFLOP/s"):
+        assert word in text
