@@ -125,8 +125,8 @@ class Tolerance:
 # The tolerances are 3-5 times that. TF32 (cuDNN's default for float32 convolutions) rounds like fp16.
 IMAGE_TOL = {"fp32": Tolerance(max_abs=0.02, mean_abs=0.003), "fp16": Tolerance(max_abs=0.02, mean_abs=0.003),
              "bf16": Tolerance(max_abs=0.12, mean_abs=0.02)}
-LOSS_TOL = {"fp32": Tolerance(rel=0.01), "fp16": Tolerance(rel=0.02), "bf16": Tolerance(rel=0.03)}
-STEP_TOL = {"fp32": Tolerance(rel=0.02), "fp16": Tolerance(rel=0.03), "bf16": Tolerance(rel=0.05)}
+LOSS_TOL = {"fp32": Tolerance(rel=0.02), "fp16": Tolerance(rel=0.02), "bf16": Tolerance(rel=0.03)}
+STEP_TOL = {"fp32": Tolerance(rel=0.03), "fp16": Tolerance(rel=0.03), "bf16": Tolerance(rel=0.05)}
 WARP_TOL = Tolerance(max_abs=1e-4)
 WARP_HALF_TOL = Tolerance(max_abs=2e-3)
 MASK_TOL = Tolerance(max_abs=0.0)
@@ -629,30 +629,44 @@ def section_inference(ctx: Context, box: Timebox) -> None:
 
 
 def section_video(ctx: Context, box: Timebox) -> None:
-    plan, device, report = ctx.plan, ctx.device, ctx.report
     try:
-        stylize_video, write_video = video_functions()
-        import imageio_ffmpeg  # noqa: F401  (the ffmpeg binary write_video uses)
-    except ModuleNotFoundError as exc:
-        report.add("video", "stylize_video", SKIPPED, f"missing package: {short(exc)}; pip install it (or carry it)")
-        return
+        run_video_check(ctx, mp4=True)
+    except ModuleNotFoundError as exc:  # the GPU machine's image may lack the video I/O packages
+        ctx.report.add("video", "stylize_video MP4 -> MP4", SKIPPED,
+                       f"missing Python package {exc.name!r} (pip install it, or carry its wheel to the GPU machine); "
+                       "the run from frames in memory to PNG files below still checks the GPU pipeline")
+        release_memory(ctx.device)
+        run_video_check(ctx, mp4=False)
+
+
+def run_video_check(ctx: Context, mp4: bool) -> None:
+    """Stylise a generated clip end to end and relate the rate to the network's. ``mp4``: from an H.264 file
+    written by write_video (decoding included) to an MP4; else from frames in memory to a folder of PNGs."""
+    plan, device, report = ctx.plan, ctx.device, ctx.report
+    stylize_video, write_video = video_functions()
     h, w = plan.video_size
     n, batch = plan.video_frames, plan.video_batch
-    start = time.perf_counter()
-    clip = write_video(ctx.work / "clip.mp4", moving_frames(n, h, w), fps=30)
-    report.add("video", f"write_video {w}x{h}, {n} frames (input clip)", MEASURED,
-               fps=n / (time.perf_counter() - start))
+    if mp4:
+        start = time.perf_counter()
+        source = write_video(ctx.work / "clip.mp4", moving_frames(n, h, w), fps=30)
+        report.add("video", f"write_video {w}x{h}, {n} frames (input clip)", MEASURED,
+                   fps=n / (time.perf_counter() - start))
+        warm = write_video(ctx.work / "warm.mp4", moving_frames(2 * batch, h, w), fps=30)
+        outputs, what = (ctx.work / "warm_out.mp4", ctx.work / "out.mp4"), "MP4 -> MP4"
+    else:
+        source = list(moving_frames(n, h, w))
+        warm = source[: 2 * batch]
+        outputs, what = (ctx.work / "warm_frames", ctx.work / "out_frames"), "frames in memory -> PNG files"
     model = seeded_model(plan.preset).to(device).eval()
-    warm = write_video(ctx.work / "warm.mp4", moving_frames(2 * batch, h, w), fps=30)
-    stylize_video(model, warm, ctx.work / "warm_out.mp4", device=device, batch_size=batch, progress=False)
-    result = stylize_video(model, clip, ctx.work / "out.mp4", device=device, batch_size=batch, progress=False)
+    stylize_video(model, warm, outputs[0], device=device, batch_size=batch, progress=False)
+    result = stylize_video(model, source, outputs[1], device=device, batch_size=batch, progress=False)
     if result.frames != n:
-        report.add("video", "stylize_video frame count", FAILED, f"wrote {result.frames} frames of {n}")
+        report.add("video", f"stylize_video {what} frame count", FAILED, f"wrote {result.frames} frames of {n}")
     alone = ctx.network_fps.get(batch)
     note = (f"batch {batch}; network alone at batch {batch}: {alone:.4g} frames/s; target: end to end >= 90 % of it"
             if alone else
             f"batch {batch}; network-alone rate unknown (the inference section did not time batch {batch})")
-    report.add("video", f"stylize_video end to end {w}x{h}, {n} frames", MEASURED, note, fps=result.end_to_end_fps,
+    report.add("video", f"stylize_video {what} {w}x{h}, {n} frames", MEASURED, note, fps=result.end_to_end_fps,
                network_in_pipeline_fps=result.model_fps, share_of_in_pipeline=result.end_to_end_fps / result.model_fps,
                share_of_network_alone=result.end_to_end_fps / alone if alone else None)
 
@@ -741,6 +755,7 @@ def child_env(ctx: Context) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env.setdefault("RECONET_DATA", str(ctx.work / "data"))
+    env.setdefault("RECONET_OFFLINE", "1")  # the check never downloads (the GPU machine may have no network)
     if not ctx.cuda:
         env["OMP_NUM_THREADS"] = "1"
     return env
@@ -775,6 +790,17 @@ def error_line(text: str) -> str:
     return last_line(text)
 
 
+def style_file(ctx: Context) -> Path:
+    """A generated style image (PNG) for the train command: no catalog look-up, no download."""
+    from PIL import Image
+
+    path = ctx.work / "style.png"
+    if not path.exists():
+        image = sample_images(1, 64, 64, seed=4)[0].permute(1, 2, 0).mul(255).round().to(torch.uint8).numpy()
+        Image.fromarray(image).save(path)
+    return path
+
+
 def section_torchrun(ctx: Context, box: Timebox) -> None:
     plan, report = ctx.plan, ctx.report
     # every GPU present; the dry run starts 1 process (tests/test_train.py runs the train command on 2 with Gloo)
@@ -785,7 +811,8 @@ def section_torchrun(ctx: Context, box: Timebox) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
                "-m", "reconet_lib", "train", "--data", f"synthetic:{ctx.pairs_root()}", "--preset", plan.preset,
                "--crop", f"{s}x{s}", "--batch-size", "2", "--steps", str(steps), "--log-every", "1",
-               "--vgg-weights", "random", "--style-size", "64", "--device", ctx.device.type,
+               "--vgg-weights", "random", "--style", str(style_file(ctx)), "--style-size", "64",
+               "--device", ctx.device.type,
                "--precision", "auto", "--num-workers", "0" if not ctx.cuda else "2", "--no-progress",
                "--output", str(out)]
     name = f"torchrun --nproc_per_node={n} -m reconet_lib train, {steps} steps ({backend})"
@@ -1023,6 +1050,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     with tempfile.TemporaryDirectory(prefix="reconet-gpu-check-") as tmp:
         ctx = Context(plan, device, report, Timebox(args.budget), Path(tmp))
+
         def write() -> None:
             if args.json:
                 atomic_write_text(args.json, json.dumps(report.as_dict(meta), indent=1))

@@ -114,3 +114,28 @@ def test_help_says_what_it_measures_and_how_long_it_takes(gpu_check, capsys):
     text = capsys.readouterr().out
     for word in ("minutes", "--dry-run", "correctness", "frames/s", "steps/s", "torchrun", "RAFT", "TFLOP/s"):
         assert word in text
+
+
+def test_video_section_without_its_io_packages_names_them_and_still_runs_the_gpu_pipeline(gpu_check, tmp_path,
+                                                                                          monkeypatch):
+    monkeypatch.setitem(sys.modules, "av", None)  # as on a machine without PyAV and imageio-ffmpeg
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
+    ctx = quiet_context(gpu_check, tmp_path)
+    gpu_check.run_sections(ctx, ["video"])
+    skipped, measured = ctx.report.rows
+    assert skipped.status == "skipped" and ("'av'" in skipped.note or "'imageio_ffmpeg'" in skipped.note)
+    assert measured.status == "measured" and "frames in memory -> PNG files" in measured.name
+    assert len(list((tmp_path / "out_frames").iterdir())) == ctx.plan.video_frames
+
+
+def test_raft_section_compares_and_times_when_weights_are_present(gpu_check, tmp_path, monkeypatch):
+    from torchvision.models.optical_flow import raft_large
+
+    weights = tmp_path / "raft_large_random.pth"  # random weights: this checks the code path, not the flow
+    torch.save(raft_large(weights=None).state_dict(), weights)
+    monkeypatch.setenv("RECONET_RAFT_WEIGHTS", str(weights))
+    ctx = quiet_context(gpu_check, tmp_path)
+    gpu_check.run_sections(ctx, ["raft"])
+    statuses = {row.name: row.status for row in ctx.report.rows}
+    assert statuses["RAFT large on the CPU 128x128"] == "measured"
+    assert statuses["RAFT large on the GPU"] == "skipped"  # CUDA only
