@@ -1045,8 +1045,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_device(device)
         plan = gpu_plan()
     names = [s for s in SECTIONS if not args.only or s in args.only.split(",")]
-    meta = {"device": str(device), "dry_run": plan.dry_run, "budget_s": args.budget, "sections": names,
-            "torch": torch.__version__, "command": " ".join(sys.argv)}
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    meta = {"device": str(device), "device_name": device_name,
+            "dry_run": plan.dry_run, "budget_s": args.budget, "sections": names, "torch": torch.__version__,
+            "command": " ".join(sys.argv), "plan": asdict(plan)}
     report = Report()
     with tempfile.TemporaryDirectory(prefix="reconet-gpu-check-") as tmp:
         ctx = Context(plan, device, report, Timebox(args.budget), Path(tmp))
