@@ -369,3 +369,28 @@ def test_ensure_tutorial_checkpoints_trains_both_models_once(monkeypatch, pairs_
     assert stored["reconet"]["loss"]["lambda_o"] > 0 and stored["reconet"]["vgg_weights"] is None
     monkeypatch.setattr(tutorial, "train", lambda *a, **k: pytest.fail("cached checkpoints were retrained"))
     assert train_mod.ensure_tutorial_checkpoints(True, "cpu", output_dir=tmp_path) == paths
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "step"])
+def test_the_lr_schedule_is_a_function_of_the_step_and_survives_a_state_dict(schedule):
+    from reconet_lib.train import lr_factor, make_scheduler
+
+    config = TrainConfig(lr=0.01, steps=10, lr_schedule=schedule, lr_step_every=3, lr_step_gamma=0.5,
+                         lr_min_factor=0.1)
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    scheduler = make_scheduler(optimizer, config)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == [0.01 * lr_factor(config, taken) for taken in range(10)]
+    assert rates[0] == 0.01 and (schedule == "constant") == (rates[-1] == 0.01)
+    other = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    resumed = make_scheduler(other, config)
+    other.load_state_dict(optimizer.state_dict())
+    resumed.load_state_dict(scheduler.state_dict())
+    resumed.step()
+    scheduler.step()
+    assert other.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"] == 0.01 * lr_factor(config, 11)
