@@ -394,3 +394,41 @@ def test_the_lr_schedule_is_a_function_of_the_step_and_survives_a_state_dict(sch
     resumed.step()
     scheduler.step()
     assert other.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"] == 0.01 * lr_factor(config, 11)
+
+
+def _record_tutorial_runs(monkeypatch, tmp_path, prepare):
+    """Run ensure_tutorial_checkpoints in full mode with training replaced by a recorder; the configs it asked for."""
+    from reconet_lib import recipe
+    from reconet_lib.train import tutorial
+
+    asked = []
+    monkeypatch.setattr(recipe, "prepare_sintel", prepare)
+    monkeypatch.setattr(tutorial, "train", lambda config, **kwargs: asked.append(config))
+    tutorial.ensure_tutorial_checkpoints(False, "cpu", output_dir=tmp_path)
+    return asked
+
+
+def test_full_mode_tutorial_models_train_on_real_sintel_frames_with_the_recipe(monkeypatch, tmp_path, capsys):
+    from reconet_lib.recipe import RECIPE
+
+    sintel = tmp_path / "MPI-Sintel" / "training"
+    asked = _record_tutorial_runs(monkeypatch, tmp_path / "runs", lambda **kwargs: sintel)
+    assert len(asked) == 2
+    for config in asked:
+        assert config.data == [{"kind": "sintel", "path": str(sintel), "weight": 1.0,
+                                "options": {"passes": ["clean", "final"]}}]
+        recipe = {v.field: v.value for v in RECIPE}
+        for field in ("model", "lr", "batch_size", "crop", "scale_range", "flip", "lr_schedule", "precision"):
+            assert getattr(config, field) == recipe[field], field
+    assert "instead of MPI Sintel" not in capsys.readouterr().out
+
+
+def test_full_mode_without_sintel_says_so_once_and_trains_on_photo_scenes(monkeypatch, tmp_path, capsys):
+    from reconet_lib.resources import ResourceUnavailable
+
+    def offline(**kwargs):
+        raise ResourceUnavailable("mpi_sintel is not available offline (RECONET_OFFLINE=1)", "mpi_sintel")
+
+    asked = _record_tutorial_runs(monkeypatch, tmp_path / "runs", offline)
+    assert [c.data[0]["kind"] for c in asked] == ["synthetic", "synthetic"]
+    assert capsys.readouterr().out.count("instead of MPI Sintel") == 1

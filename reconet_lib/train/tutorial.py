@@ -17,16 +17,18 @@ from .loop import train
 
 
 def tutorial_config(quick: bool, device, *, temporal: bool = True, vgg_weights: str | None = "imagenet",
-                    style: str = "mosaic", output: str | os.PathLike = "runs/tutorial") -> TrainConfig:
+                    style: str = "mosaic", output: str | os.PathLike = "runs/tutorial",
+                    sintel: str | os.PathLike | None = None) -> TrainConfig:
     """The training run the notebooks use: ReCoNet (``temporal=True``) or the per-frame baseline (lambda_f = lambda_o = 0).
 
-    Quick (CPU): the ``tiny`` preset on the quick synthetic dataset, 64 x 64 crops, batch 2, 100 steps: 33 CPU
-    seconds (one thread, measured), so about half a minute on two idle cores.
+    Quick (CPU): the ``tiny`` preset on the quick generated photo scenes, 64 x 64 crops, batch 2, 100 steps.
 
-    Full (GPU): the ``paper`` preset on the full synthetic dataset, 256 x 256 crops, batch 4, 4000 steps with a
-    cosine schedule, mixed precision. Not timed on a Colab T4 yet; from the arithmetic (about 2 TFLOP per step:
-    0.9 for the network's forward and backward passes on 8 frames, 1.2 for VGG-16 up to relu4_3 on 8 outputs
-    with gradients and 8 inputs without) expect roughly 0.2-0.3 s per step in fp16, i.e. 15-20 minutes.
+    Full (GPU): the values of :data:`reconet_lib.recipe.RECIPE` (``paper`` preset, 256 x 256 crops, batch 4,
+    lr 1e-3 with a cosine schedule, scale and flip augmentation, mixed precision), but 4000 steps instead of 20000
+    so that a notebook run stays within a Colab session, on **real frames**: MPI Sintel's training folder
+    ``sintel`` (clean and final passes, read time-reversed with exact flow). Without ``sintel`` (offline) it
+    trains on the full-size generated photo scenes; :func:`ensure_tutorial_checkpoints` says so when it happens.
+    Time: see :func:`reconet_lib.recipe.colab_time_estimate` (an estimate, not a measurement).
     """
     weights = LossWeights()
     if not temporal:
@@ -38,13 +40,27 @@ def tutorial_config(quick: bool, device, *, temporal: bool = True, vgg_weights: 
         return TrainConfig(data=[{"kind": "synthetic", "options": {"quick": True}}], model="tiny", style_size=256,
                            crop=(64, 64), batch_size=2, steps=100, lr=2e-3, checkpoint_every=50, keep_last=1,
                            precision="fp32", **common)
-    return TrainConfig(data=[{"kind": "synthetic", "options": {"quick": False}}], model="paper", style_size=512,
-                       crop=(256, 256), batch_size=4, steps=4000, lr=1e-3, lr_schedule="cosine",
-                       checkpoint_every=500, keep_last=2, precision="auto", **common)
+    from ..recipe import RECIPE
+
+    recipe = {v.field: v.value for v in RECIPE if v.field not in ("loss", "style", "vgg_weights", "steps")}
+    data = ([{"kind": "sintel", "path": os.fspath(sintel), "options": {"passes": ["clean", "final"]}}] if sintel
+            else [{"kind": "synthetic", "options": {"quick": False}}])
+    return TrainConfig(data=data, steps=4000, checkpoint_every=500, keep_last=2, **{**recipe, **common})
 
 
 #: Part of the tutorial checkpoints' cache key: bump it to retrain them after a change of the training code.
 TUTORIAL_VERSION = 2
+
+
+def _real_frames() -> Path | None:
+    """MPI Sintel's training folder for full mode (downloaded and verified once), or None with one message."""
+    from ..recipe import prepare_sintel
+
+    try:
+        return prepare_sintel()
+    except ReconetError as exc:
+        print(f"full mode trains on generated photo scenes instead of MPI Sintel: {exc}")
+        return None
 
 
 def _finished(last: Path, steps: int) -> bool:
@@ -79,9 +95,11 @@ def ensure_tutorial_checkpoints(quick: bool, device, *, output_dir: str | os.Pat
     # weights and 'mosaic', announced in one message (reconet_lib.resources).
     chosen = tutorial_resources()
     vgg_weights, style = chosen.vgg_weights, chosen.style
+    sintel = None if quick else _real_frames()
     result = {}
     for name, temporal in (("reconet", True), ("baseline", False)):
-        config = tutorial_config(quick, device, temporal=temporal, vgg_weights=vgg_weights, style=style)
+        config = tutorial_config(quick, device, temporal=temporal, vgg_weights=vgg_weights, style=style,
+                                 sintel=sintel)
         identity = {k: v for k, v in config.to_dict().items() if k not in ("output", "device", "num_workers")}
         identity["tutorial_version"] = TUTORIAL_VERSION
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
