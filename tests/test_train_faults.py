@@ -305,3 +305,19 @@ def test_a_checkpoint_that_does_not_read_back_replaces_nothing(tmp_path, monkeyp
     with pytest.raises(OSError, match="read back"):
         save_checkpoint(target, model_checkpoint(model, "b", "1" * 64))
     assert target.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["m.pt"]
+
+
+def test_crops_beyond_memory_are_refused_before_anything_is_allocated_or_written(pairs_root, tmp_path, capsys):
+    output = tmp_path / "run"
+    status, err = run_cli(tiny_args(pairs_root, output, "--crop", "20000x20000", "--batch-size", "8"), capsys)
+    assert_one_line(status, err, "GiB", "--crop or --batch-size")
+    assert not output.exists()
+
+
+def test_the_training_memory_bound_grows_with_crop_and_batch_and_allows_the_recipe():
+    from reconet_lib.train.loop import training_memory_lower_bound
+
+    small = training_memory_lower_bound(TrainConfig(model="paper", crop=(256, 256), batch_size=4))
+    assert 0.5 * 2**30 < small < 8 * 2**30  # the recipe's step: a few GiB, as a 15 GB Colab T4 allows
+    assert training_memory_lower_bound(TrainConfig(model="paper", crop=(512, 512), batch_size=4)) > 3.9 * small
+    assert training_memory_lower_bound(TrainConfig(model="paper", crop=(256, 256), batch_size=8)) == 2 * small

@@ -235,6 +235,7 @@ def _check_inputs(run: _Run, dataset) -> tuple[torch.Tensor, object]:
     output = run.output
     if output.exists() and not output.is_dir():
         raise UserInputError(f"output {output} is a file, not a folder; choose a folder for the run (--output)")
+    _check_memory(run)
     style_image = load_style(run.config.style, size=run.config.style_size, device=run.device)
     if dataset is None:
         if not run.procs.main:  # process 0 prepares caches (own videos' flow) first
@@ -243,6 +244,38 @@ def _check_inputs(run: _Run, dataset) -> tuple[torch.Tensor, object]:
         if run.procs.main:
             run.procs.barrier()
     return style_image, dataset
+
+
+def training_memory_lower_bound(config: TrainConfig) -> int:
+    """Bytes a training step needs at least: the activations kept for the backward pass, in float32.
+
+    Counts, for the ``2 * batch_size`` frames of a step, every ReCoNet convolution's output and its normalised
+    copy, and every VGG-16 convolution output up to the deepest loss layer for the stylised frames (the input
+    frames' features need no gradient). Weights, optimiser state, workspace and the allocator's slack come on top,
+    so a run needs more than this; what is refused by it cannot fit.
+    """
+    from ..losses import VGG_LAYERS
+    from ..network import conv_layers
+
+    h, w = config.crop
+    frames = 2 * config.batch_size
+    network = sum(2 * c["out_channels"] * c["out_height"] * c["out_width"]
+                  for c in conv_layers(model_config_of(config), h, w))
+    # VGG-16's convolutions up to relu4_3: (index in vgg16.features, channels, downscale)
+    vgg_convs = ((0, 64, 1), (2, 64, 1), (5, 128, 2), (7, 128, 2), (10, 256, 4), (12, 256, 4), (14, 256, 4),
+                 (17, 512, 8), (19, 512, 8), (21, 512, 8))
+    deepest = max(VGG_LAYERS[name] for name in config.loss.vgg_layers)
+    vgg = sum(c * (h // s) * (w // s) for index, c, s in vgg_convs if index < deepest)
+    return 4 * frames * (network + vgg)
+
+
+def _check_memory(run: _Run) -> None:
+    from .. import memory
+
+    h, w = run.config.crop
+    memory.require(training_memory_lower_bound(run.config),
+                   f"training steps of {run.config.batch_size} pairs of {w}x{h} crops",
+                   "use a smaller --crop or --batch-size", device=run.device)
 
 
 def _open_output(run: _Run, resume: bool, stack: ExitStack) -> tuple[Path, dict] | None:
