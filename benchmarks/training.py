@@ -34,9 +34,8 @@ from pathlib import Path
 
 import torch
 
-from reconet_lib import precision
+from reconet_lib import precision as policy
 from reconet_lib import train as train_mod
-from reconet_lib.config import default_device
 
 
 class _SamePair(torch.utils.data.Dataset):
@@ -54,7 +53,7 @@ class _SamePair(torch.utils.data.Dataset):
 
 def child(args) -> None:
     """Train for ``warmup + steps`` steps in this process; print steps/second after the warm-up and peak memory."""
-    device = torch.device(args.device)
+    device = policy.parse_device(args.device)
     height, width = args.height, args.width
     config = train_mod.TrainConfig(
         data=[{"kind": "synthetic", "options": {"quick": args.quick}}], model=args.preset, crop=(height, width),
@@ -95,7 +94,7 @@ def run_child(args, height: int, width: int, precision: str, loader: str, folder
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default=str(default_device()), help="cpu, cuda ... (default: cuda if available)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--quick", action="store_true", help="CPU-sized run: half the sizes, few steps, quick data")
     parser.add_argument("--preset", default="paper", help="network preset (paper, demo, tiny)")
     parser.add_argument("--batch-size", type=int, default=2)
@@ -117,16 +116,16 @@ def main() -> None:
     if args.child:
         return child(args)
 
-    device = precision.parse_device(args.device)
+    device = policy.parse_device(args.device)
     sizes = [(128, 128), (180, 320)] if args.quick else [(256, 256), (360, 640)]
     # "mixed" is the policy's reduced precision: bf16 or fp16 + scaler on CUDA by compute capability; on the CPU
     # bf16 only where it is native (on other CPUs it is emulated and many times slower, so it is skipped)
     if device.type == "cuda":
-        mixed = "fp16" if precision.training_precision(device, "auto")[1] else "bf16"
+        mixed = "fp16" if policy.training_precision(device, "auto")[1] else "bf16"
     else:
-        mixed = "bf16" if precision.cpu_bf16_native() else None
+        mixed = "bf16" if policy.cpu_bf16_native() else None
         if mixed is None and "mixed" in args.precisions.split(","):
-            print(f"mixed precision skipped: {precision.describe(device)}")
+            print(f"mixed precision skipped: {policy.describe(device)}")
     precisions = [mixed if p == "mixed" else p for p in args.precisions.split(",")]
     precisions = [p for p in precisions if p is not None]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"

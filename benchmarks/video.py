@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reconet_lib import precision as policy
 from reconet_lib import video
-from reconet_lib.config import default_device
 from reconet_lib.sizes import size_arg
 from reconet_lib.stylize import StylizeNetwork
 
@@ -76,7 +76,7 @@ def network_alone_fps(model, device, height, width, batch_size, half, seconds=3.
 
 def child(args) -> None:
     """Stylise one clip in this (fresh) process and print frames, rates and peak memory as JSON."""
-    device = torch.device(args.device)
+    device = policy.parse_device(args.device)
     model = build_model(args.preset, device)
     half = False if args.no_half else None
     # A short warm-up outside the measurement (CUDA context, cuDNN algorithm choice).
@@ -96,7 +96,7 @@ def child(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default=str(default_device()), help="cpu, cuda ... (default: cuda if available)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--quick", action="store_true", help="small frames and short clips")
     parser.add_argument("--preset", default="paper", help="network preset (paper, demo, tiny)")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -119,7 +119,7 @@ def main() -> None:
     elif args.size is not None:
         parser.error("--size needs WxH, e.g. 640x360")
     lengths = tuple(args.lengths) if args.lengths else ((12, 48) if args.quick else (60, 240))
-    device = torch.device(args.device)
+    device = policy.parse_device(args.device)
     half = False if args.no_half else None
     precision = video.resolve_precision(device, half)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "

@@ -40,8 +40,13 @@ def quick_mode() -> bool:
 
 
 def default_device() -> torch.device:
-    """``cuda`` when a GPU is available, otherwise ``cpu``. Callers pass the result on explicitly."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``cuda:N`` when a GPU is available, otherwise ``cpu`` (:func:`reconet_lib.precision.parse_device` of "auto").
+
+    Callers pass the result on explicitly.
+    """
+    from .precision import parse_device
+
+    return parse_device("auto")
 
 
 #: The project's repository: the one place that names it (a fork changes this line; the notebooks' setup
