@@ -277,8 +277,9 @@ class TemporalExplorer:
         columns = [
             widgets.VBox(
                 [widgets.HTML(f"<b>{_TITLES[k]}</b>", layout=widgets.Layout(width="auto")), self._images[k]],
+                # space-between: a title that wraps onto two lines does not push its image out of line
                 layout=widgets.Layout(flex="1 1 0%", min_width="120px", max_width=f"{self.panel_width}px",
-                                      margin="0 4px 4px 0"),
+                                      margin="0 4px 4px 0", justify_content="space-between"),
             )
             for k in PANELS
         ]
