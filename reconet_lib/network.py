@@ -470,6 +470,50 @@ class SpaceToDepthConv(nn.Module):
         return F.pixel_shuffle(z + self.bias.to(z.dtype), f)[..., :h, :w]
 
 
+class SubPixelUpsampleConv(nn.Module):
+    """An :class:`UpsampleConv` rewritten to run on the small grid: the same numbers, without the upsampled copy.
+
+    Nearest x2 upsampling makes every 2x2 block of the upsampled image four copies of one input pixel, and
+    reflection padding by one pixel of that image repeats its border rows and columns, which are copies of the
+    input's border: so output pixel ``(2i + py, 2j + px)`` of the 3x3 convolution reads only input rows
+    ``i - 1 + py .. i + py`` and columns ``j - 1 + px .. j + px`` of the input padded by *replication*, each with
+    a sum of original taps (``py = 0``: row offset -1 gets tap 0, offset 0 gets taps 1 + 2; ``py = 1``: offset 0
+    gets taps 0 + 1, offset +1 gets tap 2; the same along x). One 3x3 convolution of the replicate-padded input to
+    ``4 * C_out`` channels (the unused taps are zero) followed by ``pixel_shuffle(2)`` computes all four phases:
+    the same arithmetic as the original, but on a 4 times smaller grid, and no upsampled tensor or padding of it
+    is ever written. Instance normalisation and ReLU follow as before.
+
+    ``(B, C_in, H, W) -> (B, C_out, 2H, 2W)``, in the dtype of ``weight``.
+    """
+
+    def __init__(self, layer: UpsampleConv) -> None:
+        super().__init__()
+        inner = getattr(layer, "conv", None) if isinstance(layer, UpsampleConv) else None
+        if inner is None or inner.conv.kernel_size != (3, 3) or inner.conv.stride != (1, 1) or inner.conv.bias is not None:
+            raise UserInputError("SubPixelUpsampleConv rewrites ReCoNet's upsampling layers (3x3, stride 1, no bias)")
+        w = inner.conv.weight.detach()
+        c_out, c_in = w.shape[:2]
+        # taps[p][a]: the original taps (0, 1, 2) that padded-input offset a (0, 1, 2 = -1, 0, +1) gets in phase p
+        taps = (((0,), (1, 2), ()), ((), (0, 1), (2,)))
+        phased = w.new_zeros(c_out, 2, 2, c_in, 3, 3)
+        for py in range(2):
+            for px in range(2):
+                for a in range(3):
+                    for b in range(3):
+                        for dy in taps[py][a]:
+                            for dx in taps[px][b]:
+                                phased[:, py, px, :, a, b] += w[:, :, dy, dx]
+        self.register_buffer("weight", phased.reshape(4 * c_out, c_in, 3, 3))  # channel c*4 + 2*py + px
+        self.norm, self.relu = inner.norm, inner.relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.weight)
+        z = F.pixel_shuffle(z, 2)
+        if self.norm is not None:
+            z = instance_norm(z, self.norm.weight, self.norm.bias, self.norm.eps)
+        return F.relu(z) if self.relu else z
+
+
 class InferenceReCoNet(nn.Module):
     """A ReCoNet prepared for fast inference by :func:`optimize_for_inference` (see there).
 
@@ -480,6 +524,8 @@ class InferenceReCoNet(nn.Module):
     def __init__(self, model: ReCoNet, dtype: torch.dtype, device: torch.device, space_to_depth: bool) -> None:
         super().__init__()
         net = copy.deepcopy(model).eval().requires_grad_(False)
+        # the upsampling layers work on the small grid (exact rewrite); see SubPixelUpsampleConv
+        net.decoder = nn.Sequential(*(SubPixelUpsampleConv(m) if isinstance(m, UpsampleConv) else m for m in net.decoder))
         self.last = None
         if space_to_depth:
             self.last = SpaceToDepthConv(net.decoder[-1])
@@ -513,6 +559,8 @@ def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = N
       on CUDA, ``bfloat16`` on CPUs where it is native and measured faster, ``float32`` on other CPUs (where
       bfloat16 is emulated and many times slower); the output head stays float32;
     * channels-last memory layout (what oneDNN and cuDNN convolutions want; no layout conversions in between);
+    * the two upsampling layers rewritten by :class:`SubPixelUpsampleConv` (the same arithmetic on a 4 times
+      smaller grid, no upsampled copy written);
     * on the CPU, the last 9x9 convolution to 3 channels rewritten by :class:`SpaceToDepthConv`;
     * ``compile=True``: ``torch.compile`` with weight freezing, which fuses padding, instance normalisation and
       ReLU into few passes over memory. The first call per input size compiles (about a minute on a small CPU);

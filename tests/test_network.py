@@ -13,6 +13,7 @@ from reconet_lib.network import (
     ReCoNet,
     ReCoNetConfig,
     SpaceToDepthConv,
+    SubPixelUpsampleConv,
     conv_layers,
     count_flops,
     count_parameters,
@@ -311,6 +312,25 @@ def test_space_to_depth_conv_computes_the_same_convolution():
     torch.testing.assert_close(rewritten(x), last(x), atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("size", [(1, 1), (1, 4), (2, 3), (7, 10)])
+def test_sub_pixel_upsample_conv_computes_the_same_layer_on_the_small_grid(size):
+    """Nearest x2 upsampling + reflection padding + 3x3 conv == replicate padding + phased 3x3 conv + pixel shuffle."""
+    model = ReCoNet(ReCoNetConfig(channels=(4, 6, 5), residual_blocks=0)).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():  # affine norms away from the identity, so a wrong phase cannot hide
+            p.copy_(torch.randn_like(p))
+    layer = model.decoder[0]
+    x = torch.rand(2, 5, *size, dtype=torch.float64)
+    rewritten = SubPixelUpsampleConv(layer).double()
+    assert rewritten.weight.shape == (4 * 6, 5, 3, 3)
+    torch.testing.assert_close(rewritten(x), layer(x), atol=1e-12, rtol=1e-12)
+
+
+def test_sub_pixel_upsample_conv_refuses_other_layers():
+    with pytest.raises(UserInputError, match="upsampling layers"):
+        SubPixelUpsampleConv(tiny_model().encoder[1])
+
+
 def test_space_to_depth_conv_refuses_normalised_layers():
     with pytest.raises(UserInputError, match="last ReCoNet layer"):
         SpaceToDepthConv(tiny_model().decoder[0].conv)
@@ -332,7 +352,7 @@ def test_optimized_float32_model_matches_the_eval_model(size, space_to_depth):
 def test_optimized_bfloat16_model_stays_close_and_leaves_the_original_untouched():
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    fast = optimize_for_inference(model, "cpu")
+    fast = optimize_for_inference(model, "cpu", dtype=torch.bfloat16)
     x = torch.rand(1, 3, 24, 40)
     with torch.inference_mode():
         out = fast(x)
