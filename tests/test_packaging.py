@@ -35,3 +35,40 @@ def test_dependencies_are_ranges_that_the_tested_torch_satisfies():
         spec = SpecifierSet(deps[name][len(name):])
         assert version in spec, f"{deps[name]} excludes the tested {name} {version}"
         assert "==" not in deps[name], f"{deps[name]} is a pin; use a range"
+
+
+def test_every_text_that_must_spell_out_the_repository_address_agrees_with_config():
+    """Colab setup cells and README badges run before the library is installed, so they name the repository
+    literally; tools/set_repository.py rewrites them all, and this keeps them equal to REPOSITORY_URL."""
+    from reconet_lib.config import REPOSITORY_URL
+
+    found = {}
+    for path in [ROOT / "README.md", *sorted((ROOT / "notebooks").glob("*.ipynb"))]:
+        for url in re.findall(r"https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", path.read_text()):
+            if "reconet" in url.lower() and "Real-time-Coherent" not in url:
+                found.setdefault(url.removesuffix(".git"), []).append(path.name)
+    assert set(found) == {REPOSITORY_URL}, found
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    for path in notebooks:
+        assert f'REPO = \\"{REPOSITORY_URL}\\"' in path.read_text(), f"{path.name}: no REPO line in its setup cell"
+
+
+def test_set_repository_rewrites_every_copy_of_the_address(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    copy = tmp_path / "repo"
+    for part in ("reconet_lib/config.py", "README.md", "tools/set_repository.py"):
+        (copy / part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / part, copy / part)
+    shutil.copytree(ROOT / "notebooks", copy / "notebooks")
+    done = subprocess.run([sys.executable, str(copy / "tools" / "set_repository.py"), "https://github.com/someone/fork"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    from reconet_lib.config import REPOSITORY_URL
+
+    for path in [copy / "reconet_lib/config.py", copy / "README.md", *(copy / "notebooks").glob("*.ipynb")]:
+        text = path.read_text()
+        assert REPOSITORY_URL not in text and "someone/fork" in text, path.name
+    assert "colab.research.google.com/github/someone/fork/blob/main/notebooks" in (copy / "README.md").read_text()
