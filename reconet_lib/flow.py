@@ -263,7 +263,7 @@ def read_pfm(path) -> np.ndarray:
         raise FlowFormatError(f"{path}: truncated PFM data: read {len(payload)} of {expected} bytes")
     dtype = "<f4" if scale < 0 else ">f4"
     image = np.frombuffer(payload, dtype=dtype).reshape(height, width, channels)[::-1]
-    image = np.ascontiguousarray(image, dtype=np.float32)
+    image = np.array(image, dtype=np.float32)  # a copy: frombuffer views are read-only, even when contiguous
     return image[..., 0] if channels == 1 else image
 
 
@@ -319,7 +319,7 @@ def read_flow(path) -> np.ndarray:
         image = read_pfm(path)
         if image.ndim != 3:
             raise FlowFormatError(f"{path}: a greyscale (Pf) PFM holds one channel; a flow needs a 3-channel (PF) file")
-        return _mark_unknown(np.ascontiguousarray(image[..., :2]))
+        return _mark_unknown(np.array(image[..., :2]))
     raise FlowFormatError(f"{path}: unknown flow file type {path.suffix!r}; expected .flo or .pfm")
 
 

@@ -473,3 +473,16 @@ def test_color_wheel_legend_is_white_in_the_centre_and_outside_and_red_to_the_ri
     assert wheel[10, 20].tolist() == [255, 0, 0]
     assert wheel[0, 0].tolist() == [255, 255, 255]  # outside the disc
     assert wheel[20, 10].tolist() == [255, 229, 0]  # bottom: downward motion
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (1, 5), (3, 1)])
+def test_tiny_pfm_flows_read_as_writable_arrays_with_unknown_values_marked(tmp_path, height, width):
+    """A one-row PFM used to come back as a read-only view of the file's bytes, and marking unknowns then failed."""
+    image = np.zeros((height, width, 3), np.float32)
+    image[0, 0, 0] = 2e9  # unknown
+    path = tmp_path / "tiny.pfm"
+    fl.write_pfm(path, image)
+    flow = fl.read_flow(path)
+    assert flow.shape == (height, width, 2) and flow.flags.writeable
+    assert np.isnan(flow[0, 0]).all() and not np.isnan(flow.reshape(-1, 2)[1:]).any()
+    assert fl.read_pfm(path).flags.writeable
