@@ -164,7 +164,7 @@ class SintelPairs(PairDataset):
         root = Path(root).expanduser()
         if not root.is_dir():
             raise DatasetNotFoundError(_sintel_missing_message(root, "the folder does not exist"))
-        if not (root / "flow").is_dir() and (root / "training" / "flow").is_dir():
+        if not (root / sintel.flow_folder(1)).is_dir() and (root / "training" / sintel.flow_folder(1)).is_dir():
             root = root / "training"
         if direction not in SINTEL_DIRECTIONS:
             raise UserInputError(f"SintelPairs: direction must be one of {SINTEL_DIRECTIONS}; got {direction!r}")
@@ -173,7 +173,8 @@ class SintelPairs(PairDataset):
         self.root, self.passes, self.direction = root, tuple(passes), direction
         self.augment, self.seed, self.source_name = augment, int(seed), source_name
         directions = ("reversed", "forward") if direction == "both" else (direction,)
-        needed = {"reversed": ("flow", "occlusions"), "forward": ("flow_backward", "occlusions_backward")}
+        steps = {"reversed": 1, "forward": -1}  # previous = frame k + step; the flow k -> k + step is stored under k
+        needed = {d: (sintel.flow_folder(step), sintel.occlusion_folder(step)) for d, step in steps.items()}
         for d in directions:
             for folder in needed[d]:
                 if not (root / folder).is_dir():
@@ -202,13 +203,13 @@ class SintelPairs(PairDataset):
                     continue
                 numbers = set(sintel.frame_numbers(root / p / scene))
                 for d in directions:
-                    flow_dir = root / ("flow" if d == "reversed" else "flow_backward") / scene
+                    step = steps[d]
+                    flow_dir = root / sintel.flow_folder(step) / scene
                     if not flow_dir.is_dir():
                         continue
                     flows = {f.name for f in os.scandir(flow_dir)}
-                    step = 1 if d == "reversed" else -1
                     for k in sorted(numbers):
-                        if k + step in numbers and f"frame_{k:04d}.flo" in flows:
+                        if k + step in numbers and sintel.frame_name(k, ".flo") in flows:
                             self.records.append((p, scene, k, d))
         if not self.records:
             raise DatasetNotFoundError(
