@@ -489,8 +489,10 @@ class LossWeights:
     * NOT verified: every numeric value below. The parts of the paper we could consult held no
       hyper-parameter values, the first author's public repository (changgyhub/reconet) holds inference code
       only ("training code ... currently unavailable"), and irsisyphus/reconet was not available to us.
-      The layer choices (content ``relu3_3``; style ``relu1_2``, ``relu2_2``, ``relu3_3``, ``relu4_3`` with
-      equal weights) are those of Johnson et al. 2016, which ReCoNet builds on.
+      The style layers (``relu1_2``, ``relu2_2``, ``relu3_3``, ``relu4_3``, equal weights) are those of
+      Johnson et al. 2016, which ReCoNet builds on. For content Johnson et al. use ``relu2_2``; ``relu3_3`` is
+      our choice (deeper: it keeps the layout and leaves colour and texture to the style), not verified
+      against the ReCoNet paper.
     * How the defaults were chosen: ``beta / alpha = 1e5`` is the content/style ratio of PyTorch's
       ``examples/fast_neural_style`` (content 1e5, style 1e10), which normalises as we do (MSE of features,
       Grams over ``C H W``, [0, 1] images ImageNet-normalised; its content layer is ``relu2_2``). Scaling
