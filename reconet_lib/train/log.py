@@ -123,7 +123,7 @@ def plot_losses(source, *, raw: bool = False, terms: Sequence[str] | None = None
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
         if len(runs) > 1 and ax is axes[0]:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=9)
     for ax in axes[len(terms):]:
         ax.set_visible(False)
     return fig
