@@ -32,7 +32,9 @@ run_tutorial() {
         echo "== executing $nb"
         local start=$SECONDS
         "$VENV/bin/jupyter" nbconvert --to notebook --execute --log-level=WARN \
-            --ExecutePreprocessor.timeout="$CELL_TIMEOUT" --output-dir "$out" "$nb"
+            --ExecutePreprocessor.timeout="$CELL_TIMEOUT" \
+            '--ExecutePreprocessor.extra_arguments=["--IPKernelApp.log_level=ERROR"]' \
+            --output-dir "$out" "$nb"
         echo "   done in $((SECONDS - start)) s"
     done
     echo
