@@ -57,7 +57,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import UserInputError
-from .precision import inference_dtype
+from .precision import inference_dtype, inference_winograd
+from . import winograd
+from .memory import retain_freed_memory
 
 #: The network works on images whose sides are multiples of this (two stride-2 convolutions).
 SIZE_MULTIPLE = 4
@@ -417,6 +419,18 @@ def receptive_field(config) -> int:
 # Fast inference
 
 
+def space_to_depth(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``F.pixel_unshuffle(x, factor)`` written straight into channels-last memory (one copy instead of two).
+
+    ``(B, C, H, W) -> (B, C * f * f, H / f, W / f)`` with ``H, W`` multiples of ``f``; output channel
+    ``c * f * f + qy * f + qx`` holds pixel ``(f * i + qy, f * j + qx)`` of channel ``c``, as in ``pixel_unshuffle``.
+    """
+    b, c, h, w = x.shape
+    f = factor
+    blocks = x.permute(0, 2, 3, 1).reshape(b, h // f, f, w // f, f, c).permute(0, 1, 3, 5, 2, 4)
+    return blocks.reshape(b, h // f, w // f, c * f * f).permute(0, 3, 1, 2)
+
+
 class SpaceToDepthConv(nn.Module):
     """A stride-1 convolution with few output channels, rewritten to run fast: the same numbers, other layout.
 
@@ -463,9 +477,9 @@ class SpaceToDepthConv(nn.Module):
         p, f = self.padding, self.factor
         # reflection padding as in ConvLayer, then zeros up to a multiple of f (they only feed cropped outputs)
         x = reflect_pad(x, p, p, p, p)
-        x = F.pad(x, (0, -x.shape[-1] % f, 0, -x.shape[-2] % f))
-        x = F.pixel_unshuffle(x, f).contiguous(memory_format=torch.channels_last)
-        z = F.conv2d(x.to(self.weight.dtype), self.weight)
+        if x.shape[-1] % f or x.shape[-2] % f:
+            x = F.pad(x, (0, -x.shape[-1] % f, 0, -x.shape[-2] % f))
+        z = F.conv2d(space_to_depth(x.to(self.weight.dtype), f), self.weight)
         z = z.to(torch.promote_types(z.dtype, torch.float32))
         return F.pixel_shuffle(z + self.bias.to(z.dtype), f)[..., :h, :w]
 
@@ -505,10 +519,42 @@ class SubPixelUpsampleConv(nn.Module):
                                 phased[:, py, px, :, a, b] += w[:, :, dy, dx]
         self.register_buffer("weight", phased.reshape(4 * c_out, c_in, 3, 3))  # channel c*4 + 2*py + px
         self.norm, self.relu = inner.norm, inner.relu
+        self.register_buffer("winograd_weight", None)
+
+    def use_winograd(self) -> None:
+        """Compute the convolution by :mod:`reconet_lib.winograd` from now on (float32 CPUs; see there)."""
+        self.winograd_weight = winograd.transform_weight(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.weight)
+        x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        if self.winograd_weight is not None:
+            z = winograd.conv3x3_valid(x, self.winograd_weight)
+        else:
+            z = F.conv2d(x, self.weight)
         z = F.pixel_shuffle(z, 2)
+        if self.norm is not None:
+            z = instance_norm(z, self.norm.weight, self.norm.bias, self.norm.eps)
+        return F.relu(z) if self.relu else z
+
+
+class WinogradConvLayer(nn.Module):
+    """A 3x3, stride-1 :class:`ConvLayer` computed by Winograd's ``F(4x4, 3x3)``: 4 times fewer multiplications.
+
+    Same padding, normalisation and ReLU as the layer it replaces; the convolution differs from the direct one by
+    float rounding only (about 1e-5 of its scale in float32, see :mod:`reconet_lib.winograd`). Float32/float64.
+    ``(B, C_in, H, W) -> (B, C_out, H, W)``, channels-last.
+    """
+
+    def __init__(self, layer: ConvLayer) -> None:
+        super().__init__()
+        conv = layer.conv
+        if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.bias is not None:
+            raise UserInputError("WinogradConvLayer rewrites 3x3, stride-1 ReCoNet layers without bias")
+        self.register_buffer("weight", winograd.transform_weight(conv.weight))
+        self.norm, self.relu = layer.norm, layer.relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = winograd.conv3x3_valid(reflect_pad(x, 1, 1, 1, 1), self.weight)
         if self.norm is not None:
             z = instance_norm(z, self.norm.weight, self.norm.bias, self.norm.eps)
         return F.relu(z) if self.relu else z
@@ -521,11 +567,19 @@ class InferenceReCoNet(nn.Module):
     ``(B, 3, H, W)`` float32 in [0, 1] (eval-mode output, clamped). No gradients.
     """
 
-    def __init__(self, model: ReCoNet, dtype: torch.dtype, device: torch.device, space_to_depth: bool) -> None:
+    def __init__(self, model: ReCoNet, dtype: torch.dtype, device: torch.device, space_to_depth: bool,
+                 use_winograd: bool = False) -> None:
         super().__init__()
-        net = copy.deepcopy(model).eval().requires_grad_(False)
+        net = copy.deepcopy(model).eval().requires_grad_(False).to(device=device, dtype=dtype)
         # the upsampling layers work on the small grid (exact rewrite); see SubPixelUpsampleConv
         net.decoder = nn.Sequential(*(SubPixelUpsampleConv(m) if isinstance(m, UpsampleConv) else m for m in net.decoder))
+        if use_winograd:
+            for block in net.encoder:
+                if isinstance(block, ResidualBlock):
+                    block.conv1, block.conv2 = WinogradConvLayer(block.conv1), WinogradConvLayer(block.conv2)
+            for layer in net.decoder:
+                if isinstance(layer, SubPixelUpsampleConv):
+                    layer.use_winograd()
         self.last = None
         if space_to_depth:
             self.last = SpaceToDepthConv(net.decoder[-1])
@@ -550,7 +604,8 @@ class InferenceReCoNet(nn.Module):
 
 
 def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-                           compile: bool = False, space_to_depth: bool | None = None) -> nn.Module:
+                           compile: bool = False, space_to_depth: bool | None = None,
+                           use_winograd: bool | None = None) -> nn.Module:
     """The fastest way we found to run a trained ReCoNet on ``device`` (the model itself is left untouched).
 
     What it does:
@@ -562,6 +617,11 @@ def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = N
     * the two upsampling layers rewritten by :class:`SubPixelUpsampleConv` (the same arithmetic on a 4 times
       smaller grid, no upsampled copy written);
     * on the CPU, the last 9x9 convolution to 3 channels rewritten by :class:`SpaceToDepthConv`;
+    * on a CPU without AVX-512 in float32, the residual blocks' and the upsampling layers' 3x3 convolutions
+      computed by Winograd's ``F(4x4, 3x3)`` (:class:`WinogradConvLayer`, :mod:`reconet_lib.winograd`): a
+      quarter of the multiplications, the same result up to float rounding;
+    * on a CPU, the C allocator told to reuse freed memory (:func:`reconet_lib.memory.retain_freed_memory`, a
+      process-wide setting): large tensors then no longer cost fresh, page-faulting memory on every frame;
     * ``compile=True``: ``torch.compile`` with weight freezing, which fuses padding, instance normalisation and
       ReLU into few passes over memory. The first call per input size compiles (about a minute on a small CPU);
       needs a C++ compiler on the CPU and Triton on CUDA.
@@ -573,9 +633,12 @@ def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = N
             without native bfloat16 is allowed but slow.
         compile: wrap the result in ``torch.compile``.
         space_to_depth: rewrite the last layer (default: on for CPU, off for CUDA).
+        use_winograd: Winograd convolutions (default: :func:`reconet_lib.precision.inference_winograd`, i.e.
+            on for float32 on a CPU without AVX-512). Needs float32 or float64.
     Returns:
         a module mapping ``(B, 3, H, W)`` [0, 1] images to float32 ``(B, 3, H, W)`` in [0, 1]; call it under
-        ``torch.inference_mode()``. Outputs match ``model.eval()(x)`` to about 1e-2 (half-precision rounding).
+        ``torch.inference_mode()``. Outputs match ``model.eval()(x)`` to about 1e-2 in half precision and about
+        1e-4 in float32 (rounding).
     """
     if not isinstance(model, ReCoNet):
         raise UserInputError(f"optimize_for_inference expects a ReCoNet; got {type(model).__name__}")
@@ -584,7 +647,14 @@ def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = N
         dtype = inference_dtype(device)
     if space_to_depth is None:
         space_to_depth = device.type == "cpu"
-    fast = InferenceReCoNet(model, dtype=dtype, device=device, space_to_depth=space_to_depth)
+    if use_winograd is None:
+        use_winograd = inference_winograd(device, dtype)
+    if use_winograd and dtype not in (torch.float32, torch.float64):
+        raise UserInputError(f"Winograd convolutions need float32 or float64, not {dtype}; pass use_winograd=False")
+    if device.type == "cpu":
+        retain_freed_memory()
+    fast = InferenceReCoNet(model, dtype=dtype, device=device, space_to_depth=space_to_depth,
+                            use_winograd=use_winograd)
     if compile:
         return torch.compile(fast, options={"freezing": True})
     return fast

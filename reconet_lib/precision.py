@@ -220,6 +220,21 @@ def inference_autocast(device: str | torch.device, half: bool | None = None) -> 
     return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
+def inference_winograd(device: str | torch.device, dtype: torch.dtype) -> bool:
+    """Whether :func:`reconet_lib.network.optimize_for_inference` computes the wide 3x3 convolutions by Winograd.
+
+    Yes on a CPU in float32 (or float64) whose vector width torch reports below AVX-512 (AVX2 CPUs such as
+    AMD Zen 3 and most laptops, or any CPU under ``ATEN_CPU_CAPABILITY=avx2``): there the convolutions are
+    bound by multiplications and ``F(4x4, 3x3)`` does a quarter of them (measured under AVX2 on the paper model
+    at 640x360: 648 -> 409 ms per frame). With AVX-512, oneDNN's direct convolutions are fast enough that it
+    gains nothing (355 vs 363 ms), so the exact direct form is kept. No in half precision (its rounding error
+    would show) and no on CUDA (cuDNN picks Winograd or FFT kernels by itself).
+    """
+    if torch.device(device).type != "cpu" or dtype not in (torch.float32, torch.float64):
+        return False
+    return not torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def training_precision(device: str | torch.device, requested: str = "auto") -> tuple[torch.dtype | None, bool]:
     """``(autocast dtype or None for float32, whether a gradient scaler is needed)`` for training on ``device``.
 

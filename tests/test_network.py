@@ -18,6 +18,7 @@ from reconet_lib.network import (
     count_flops,
     count_parameters,
     optimize_for_inference,
+    WinogradConvLayer,
     receptive_field,
     reflect_pad,
 )
@@ -336,11 +337,13 @@ def test_space_to_depth_conv_refuses_normalised_layers():
         SpaceToDepthConv(tiny_model().decoder[0].conv)
 
 
+@pytest.mark.parametrize("use_winograd", [False, True])
 @pytest.mark.parametrize("space_to_depth", [False, True])
 @pytest.mark.parametrize("size", [(1, 1), (3, 5), (17, 31)])
-def test_optimized_float32_model_matches_the_eval_model(size, space_to_depth):
+def test_optimized_float32_model_matches_the_eval_model(size, space_to_depth, use_winograd):
     model = tiny_model(train=True)
-    fast = optimize_for_inference(model, "cpu", dtype=torch.float32, space_to_depth=space_to_depth)
+    fast = optimize_for_inference(model, "cpu", dtype=torch.float32, space_to_depth=space_to_depth,
+                                  use_winograd=use_winograd)
     x = torch.rand(2, 3, *size)
     with torch.inference_mode():
         out = fast(x)
@@ -360,3 +363,31 @@ def test_optimized_bfloat16_model_stays_close_and_leaves_the_original_untouched(
     assert out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
     assert (out - ref).abs().max() < 0.05
     assert all(torch.equal(v, before[k]) and v.dtype == torch.float32 for k, v in model.state_dict().items())
+
+
+def test_winograd_rewrites_the_residual_blocks_and_the_upsampling_layers_only():
+    fast = optimize_for_inference(ReCoNet(ReCoNetConfig(channels=(4, 6, 8), residual_blocks=2)), "cpu",
+                                  dtype=torch.float32, use_winograd=True)
+    rewritten = [name for name, m in fast.named_modules() if isinstance(m, WinogradConvLayer)]
+    assert rewritten == ["net.encoder.3.conv1", "net.encoder.3.conv2", "net.encoder.4.conv1", "net.encoder.4.conv2"]
+    upsampling = [m for m in fast.modules() if isinstance(m, SubPixelUpsampleConv)]
+    assert len(upsampling) == 2 and all(m.winograd_weight is not None for m in upsampling)
+    plain = optimize_for_inference(tiny_model(), "cpu", dtype=torch.float32, use_winograd=False)
+    assert not any(isinstance(m, WinogradConvLayer) for m in plain.modules())
+
+
+def test_winograd_in_half_precision_is_refused():
+    with pytest.raises(UserInputError, match="float32 or float64"):
+        optimize_for_inference(tiny_model(), "cpu", dtype=torch.bfloat16, use_winograd=True)
+
+
+def test_paper_model_with_winograd_stays_within_1e_4_of_the_eval_model():
+    """The full-width network (192-channel residual blocks), float32 Winograd against the float64 eval model."""
+    torch.manual_seed(0)
+    model = ReCoNet().eval()
+    x = torch.rand(1, 3, 36, 52)
+    fast = optimize_for_inference(model, "cpu", dtype=torch.float32, use_winograd=True)
+    with torch.inference_mode():
+        ref = model.double()(x.double())
+        out = fast(x)
+    assert (out.double() - ref).abs().max() < 1e-4

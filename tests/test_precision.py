@@ -104,6 +104,20 @@ def test_forcing_fp32_always_wins():
     assert precision.inference_autocast("cpu", half=True) == torch.bfloat16
 
 
+@pytest.mark.parametrize("device, dtype, capability, expected", [
+    ("cpu", torch.float32, "AVX2", True),
+    ("cpu", torch.float32, "DEFAULT", True),
+    ("cpu", torch.float64, "AVX2", True),
+    ("cpu", torch.float32, "AVX512", False),
+    ("cpu", torch.bfloat16, "AVX2", False),
+    ("cuda", torch.float32, "AVX2", False),
+    ("cuda", torch.float16, "AVX2", False),
+])
+def test_winograd_is_used_for_float32_on_cpus_below_avx512(monkeypatch, device, dtype, capability, expected):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert precision.inference_winograd(device, dtype) is expected
+
+
 def test_precision_names():
     assert precision.precision_name(None) == "fp32"
     assert precision.precision_name(torch.bfloat16) == "bf16"
@@ -144,10 +158,11 @@ def test_avx2_only_emulation_makes_the_policy_answer_fp32():
     """The settings CI uses to stand in for an AVX2-only CPU (any machine) lead to float32 everywhere."""
     out = _in_subprocess(
         "import torch; from reconet_lib import precision as p; "
-        "print(torch.backends.cpu.get_cpu_capability(), p.inference_dtype('cpu'), p.training_precision('cpu'))",
+        "print(torch.backends.cpu.get_cpu_capability(), p.inference_dtype('cpu'), p.training_precision('cpu'), "
+        "p.inference_winograd('cpu', p.inference_dtype('cpu')))",
         AVX2_ONLY,
     )
-    assert out == "AVX2 torch.float32 (None, False)"
+    assert out == "AVX2 torch.float32 (None, False) True"
 
 
 def test_the_emulation_really_makes_bf16_slower_than_fp32():
