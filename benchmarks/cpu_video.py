@@ -7,8 +7,11 @@ same as for a trained model) and the same clip:
   network in float32 eager mode at batch 1 (default NCHW layout), convert to uint8, encode; all in one thread of
   control, one frame after the other;
 * **stylize_video** with the library's defaults: the precision policy's dtype (float32 on a CPU without native
-  bfloat16), ``optimize_for_inference`` (channels-last, rewritten layers), decoding and encoding in their own
-  threads;
+  bfloat16), ``optimize_for_inference`` (channels-last, rewritten layers, Winograd convolutions in float32 below
+  AVX-512, freed memory reused instead of page-faulted in afresh), decoding and encoding in their own threads;
+* the **naive loop again**, after ``stylize_video`` has made its process-wide allocator setting
+  (``memory.retain_freed_memory``): how much of the gain that setting alone gives (a first script does not have
+  it, so the ratio is taken against the first naive run);
 * the **float32 roofline**: this CPU's measured float32 matrix-multiply rate divided by the network's FLOPs per
   frame (135 GFLOP for the paper model at 640x360): the frame rate a perfect float32 implementation could reach.
 
@@ -36,6 +39,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from video import draw_clip  # noqa: E402  (the benchmark folder's shared test scene)
 
+from reconet_lib import memory  # noqa: E402
 from reconet_lib import precision  # noqa: E402
 from reconet_lib import video  # noqa: E402
 from reconet_lib.network import ReCoNet, count_flops  # noqa: E402
@@ -104,11 +108,18 @@ def main() -> None:
         naive = naive_loop(model, clip, Path(tmp) / "naive.mp4", (height, width), args.frames)
         result = video.stylize_video(model, clip, Path(tmp) / "library.mp4", device=device, size=(height, width),
                                      batch_size=args.batch_size, progress=False)
+        naive_reused = naive_loop(model, clip, Path(tmp) / "naive2.mp4", (height, width), args.frames)
     library = result.end_to_end_fps
-    print(f"{'method':<44}{'frames/s':>10}{'vs naive':>10}{'of fp32 roofline':>18}")
-    print(f"{'naive loop (fp32 eager, batch 1, one thread)':<44}{naive:>10.2f}{1.0:>9.2f}x{naive / roofline:>17.0%}")
-    print(f"{'stylize_video (' + precision.precision_name(precision.inference_autocast(device)) + ', pipelined)':<44}"
-          f"{library:>10.2f}{library / naive:>9.2f}x{library / roofline:>17.0%}")
+    dtype = precision.inference_dtype(device)
+    winograd = precision.inference_winograd(device, dtype)
+    print(f"optimize_for_inference: {precision.precision_name(dtype)}, Winograd {'on' if winograd else 'off'}, "
+          f"freed memory reused: {memory.retain_freed_memory()}")
+    print(f"{'method':<52}{'frames/s':>10}{'vs naive':>10}{'of fp32 roofline':>18}")
+    rows = [("naive loop (fp32 eager, batch 1, one thread)", naive),
+            (f"stylize_video ({precision.precision_name(dtype)}, pipelined)", library),
+            ("naive loop again, with the freed-memory setting", naive_reused)]
+    for name, fps in rows:
+        print(f"{name:<52}{fps:>10.2f}{fps / naive:>9.2f}x{fps / roofline:>17.0%}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ bfloat16 on CUDA): that is the rate the machine can reach at best. Then it times
 ``count_flops``: 2 x multiply-adds of the convolutions) and the percentage of the matmul rate of the same precision.
 
 Modes: plain float32; channels_last; half-precision autocast; ``optimize_for_inference`` (half-precision weights,
-channels_last, the last layer rewritten as a space-to-depth convolution on the CPU); the same under
+channels_last, the last layer rewritten as a space-to-depth convolution on the CPU, Winograd convolutions in float32
+on a CPU below AVX-512); the same under
 ``torch.compile`` (fuses padding, instance normalisation and ReLU; every new input shape compiles again, so on the
 CPU it runs at batch 1 only, and with ``--quick`` at 640x360 only). A mode that fails prints ``n/a: reason``.
 
@@ -231,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
               "their '% peak' can exceed 100)")
     if not gpu:
         print("# (float16 is not timed on the CPU: without AVX512-FP16 it is emulated and slow)")
+        print("# GFLOP/s count the direct convolutions' FLOPs: Winograd (optimize_for_inference fp32 below AVX-512)")
+        print("# does fewer multiplications, so its '% peak' can exceed 100")
         print("# busy: share of the cores we got; 'f/s idle' and '% peak' use process CPU time, i.e. what the")
         print("# cores did while we had them (an estimate of a quiet machine; OpenMP spin-waits make it pessimistic)")
 

@@ -7,8 +7,9 @@ writer thread encodes the previous ones, through bounded queues (memory does not
 
 The network runs as :class:`StylizeNetwork` runs it: device and precision come from
 :mod:`reconet_lib.precision`; on a CPU a :class:`~reconet_lib.network.ReCoNet` always goes through
-:func:`~reconet_lib.network.optimize_for_inference` (channels-last, rewritten output layer; bfloat16 where the CPU
-runs it natively, else float32); on CUDA it runs under float16 autocast.
+:func:`~reconet_lib.network.optimize_for_inference` (channels-last, rewritten output and upsampling layers;
+bfloat16 where the CPU runs it natively, else float32 with Winograd convolutions below AVX-512; freed memory
+reused); on CUDA it runs under float16 autocast.
 
 Everything a user can get wrong is refused before any frame is decoded, with one line: an unreadable source, an
 unwritable output, a frame rate that is not a positive finite number, a size whose frames would not fit in
