@@ -617,7 +617,7 @@ def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = N
     * the two upsampling layers rewritten by :class:`SubPixelUpsampleConv` (the same arithmetic on a 4 times
       smaller grid, no upsampled copy written);
     * on the CPU, the last 9x9 convolution to 3 channels rewritten by :class:`SpaceToDepthConv`;
-    * on a CPU without AVX-512 in float32, the residual blocks' and the upsampling layers' 3x3 convolutions
+    * on an x86 CPU without AVX-512 in float32, the residual blocks' and the upsampling layers' 3x3 convolutions
       computed by Winograd's ``F(4x4, 3x3)`` (:class:`WinogradConvLayer`, :mod:`reconet_lib.winograd`): a
       quarter of the multiplications, the same result up to float rounding;
     * on a CPU, the C allocator told to reuse freed memory (:func:`reconet_lib.memory.retain_freed_memory`, a
@@ -634,7 +634,7 @@ def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = N
         compile: wrap the result in ``torch.compile``.
         space_to_depth: rewrite the last layer (default: on for CPU, off for CUDA).
         use_winograd: Winograd convolutions (default: :func:`reconet_lib.precision.inference_winograd`, i.e.
-            on for float32 on a CPU without AVX-512). Needs float32 or float64.
+            on for float32 on an x86 CPU without AVX-512). Needs float32 or float64.
     Returns:
         a module mapping ``(B, 3, H, W)`` [0, 1] images to float32 ``(B, 3, H, W)`` in [0, 1]; call it under
         ``torch.inference_mode()``. Outputs match ``model.eval()(x)`` to about 1e-2 in half precision and about

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import time
 from dataclasses import dataclass
 
@@ -228,9 +229,12 @@ def inference_winograd(device: str | torch.device, dtype: torch.dtype) -> bool:
     bound by multiplications and ``F(4x4, 3x3)`` does a quarter of them (measured under AVX2 on the paper model
     at 640x360: 648 -> 409 ms per frame). With AVX-512, oneDNN's direct convolutions are fast enough that it
     gains nothing (355 vs 363 ms), so the exact direct form is kept. No in half precision (its rounding error
-    would show) and no on CUDA (cuDNN picks Winograd or FFT kernels by itself).
+    would show), no on CUDA (cuDNN picks Winograd or FFT kernels by itself), and no on ARM CPUs (not measured
+    there; the direct form is the safe default).
     """
     if torch.device(device).type != "cpu" or dtype not in (torch.float32, torch.float64):
+        return False
+    if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
     return not torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 

@@ -115,7 +115,14 @@ def test_forcing_fp32_always_wins():
 ])
 def test_winograd_is_used_for_float32_on_cpus_below_avx512(monkeypatch, device, dtype, capability, expected):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(precision.platform, "machine", lambda: "x86_64")
     assert precision.inference_winograd(device, dtype) is expected
+
+
+def test_winograd_is_not_used_on_arm_cpus_where_it_was_never_measured(monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    monkeypatch.setattr(precision.platform, "machine", lambda: "aarch64")
+    assert precision.inference_winograd("cpu", torch.float32) is False
 
 
 def test_precision_names():
