@@ -57,7 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import UserInputError
-from .precision import inference_dtype, inference_winograd
+from .precision import WINOGRAD_MIN_CHANNELS, inference_dtype, inference_winograd
 from . import winograd
 from .memory import retain_freed_memory
 
@@ -568,17 +568,17 @@ class InferenceReCoNet(nn.Module):
     """
 
     def __init__(self, model: ReCoNet, dtype: torch.dtype, device: torch.device, space_to_depth: bool,
-                 use_winograd: bool = False) -> None:
+                 winograd_min_channels: int | None = None) -> None:
         super().__init__()
         net = copy.deepcopy(model).eval().requires_grad_(False).to(device=device, dtype=dtype)
         # the upsampling layers work on the small grid (exact rewrite); see SubPixelUpsampleConv
         net.decoder = nn.Sequential(*(SubPixelUpsampleConv(m) if isinstance(m, UpsampleConv) else m for m in net.decoder))
-        if use_winograd:
+        if winograd_min_channels is not None:  # Winograd for 3x3 layers with min(C_in, C_out) at least this
             for block in net.encoder:
-                if isinstance(block, ResidualBlock):
+                if isinstance(block, ResidualBlock) and block.conv1.conv.in_channels >= winograd_min_channels:
                     block.conv1, block.conv2 = WinogradConvLayer(block.conv1), WinogradConvLayer(block.conv2)
             for layer in net.decoder:
-                if isinstance(layer, SubPixelUpsampleConv):
+                if isinstance(layer, SubPixelUpsampleConv) and min(layer.weight.shape[:2]) >= winograd_min_channels:
                     layer.use_winograd()
         self.last = None
         if space_to_depth:
@@ -618,7 +618,7 @@ def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = N
       smaller grid, no upsampled copy written);
     * on the CPU, the last 9x9 convolution to 3 channels rewritten by :class:`SpaceToDepthConv`;
     * on an x86 CPU without AVX-512 in float32, the residual blocks' and the upsampling layers' 3x3 convolutions
-      computed by Winograd's ``F(4x4, 3x3)`` (:class:`WinogradConvLayer`, :mod:`reconet_lib.winograd`): a
+      (those at least 64 channels wide) computed by Winograd's ``F(4x4, 3x3)`` (:class:`WinogradConvLayer`, :mod:`reconet_lib.winograd`): a
       quarter of the multiplications, the same result up to float rounding;
     * on a CPU, the C allocator told to reuse freed memory (:func:`reconet_lib.memory.retain_freed_memory`, a
       process-wide setting): large tensors then no longer cost fresh, page-faulting memory on every frame;
@@ -633,12 +633,14 @@ def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = N
             without native bfloat16 is allowed but slow.
         compile: wrap the result in ``torch.compile``.
         space_to_depth: rewrite the last layer (default: on for CPU, off for CUDA).
-        use_winograd: Winograd convolutions (default: :func:`reconet_lib.precision.inference_winograd`, i.e.
-            on for float32 on an x86 CPU without AVX-512). Needs float32 or float64.
+        use_winograd: Winograd convolutions. None (default): where :func:`reconet_lib.precision.inference_winograd`
+            says they pay (float32 on an x86 CPU whose convolutions run without AVX-512, layers at least
+            :data:`~reconet_lib.precision.WINOGRAD_MIN_CHANNELS` wide); True: every residual and upsampling
+            layer; False: none. True needs float32 or float64.
     Returns:
         a module mapping ``(B, 3, H, W)`` [0, 1] images to float32 ``(B, 3, H, W)`` in [0, 1]; call it under
-        ``torch.inference_mode()``. Outputs match ``model.eval()(x)`` to about 1e-2 in half precision and about
-        1e-4 in float32 (rounding).
+        ``torch.inference_mode()``. Outputs match ``model.eval()(x)`` to about 1e-2 in half precision and to
+        about 1e-3 in float32 (rounding through the layers, with or without Winograd; far below 1/255).
     """
     if not isinstance(model, ReCoNet):
         raise UserInputError(f"optimize_for_inference expects a ReCoNet; got {type(model).__name__}")
@@ -647,14 +649,17 @@ def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = N
         dtype = inference_dtype(device)
     if space_to_depth is None:
         space_to_depth = device.type == "cpu"
-    if use_winograd is None:
-        use_winograd = inference_winograd(device, dtype)
     if use_winograd and dtype not in (torch.float32, torch.float64):
-        raise UserInputError(f"Winograd convolutions need float32 or float64, not {dtype}; pass use_winograd=False")
+        raise UserInputError(f"Winograd convolutions need float32 or float64, not {dtype}; pass dtype=torch.float32 "
+                             "(or use_winograd=None to let the policy decide)")
+    if use_winograd is None:  # the policy, layer by layer: only layers wide enough to gain
+        min_channels = WINOGRAD_MIN_CHANNELS if inference_winograd(device, dtype) else None
+    else:
+        min_channels = 0 if use_winograd else None
     if device.type == "cpu":
         retain_freed_memory()
     fast = InferenceReCoNet(model, dtype=dtype, device=device, space_to_depth=space_to_depth,
-                            use_winograd=use_winograd)
+                            winograd_min_channels=min_channels)
     if compile:
         return torch.compile(fast, options={"freezing": True})
     return fast

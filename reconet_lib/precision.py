@@ -221,22 +221,42 @@ def inference_autocast(device: str | torch.device, half: bool | None = None) -> 
     return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
-def inference_winograd(device: str | torch.device, dtype: torch.dtype) -> bool:
-    """Whether :func:`reconet_lib.network.optimize_for_inference` computes the wide 3x3 convolutions by Winograd.
+#: Narrowest layer (``min(C_in, C_out)``) for which Winograd pays: measured under AVX2, a 3x3 convolution on a
+#: 90x160 grid took (direct / Winograd, ms) 1.1 / 1.4 at 32 channels, 2.6 / 2.6 at 48, 4.6 / 4.4 at 64,
+#: 18.2 / 11.1 at 128; the tutorial's tiny model (32 channels) is slower with it (33 vs 30 ms per frame).
+WINOGRAD_MIN_CHANNELS = 64
 
-    Yes on a CPU in float32 (or float64) whose vector width torch reports below AVX-512 (AVX2 CPUs such as
-    AMD Zen 3 and most laptops, or any CPU under ``ATEN_CPU_CAPABILITY=avx2``): there the convolutions are
-    bound by multiplications and ``F(4x4, 3x3)`` does a quarter of them (measured under AVX2 on the paper model
-    at 640x360: 648 -> 409 ms per frame). With AVX-512, oneDNN's direct convolutions are fast enough that it
-    gains nothing (355 vs 363 ms), so the exact direct form is kept. No in half precision (its rounding error
-    would show), no on CUDA (cuDNN picks Winograd or FFT kernels by itself), and no on ARM CPUs (not measured
-    there; the direct form is the safe default).
+# oneDNN ISA names below AVX-512 (ONEDNN_MAX_CPU_ISA / its older name DNNL_MAX_CPU_ISA)
+_BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+
+
+def _onednn_avx512() -> bool:
+    """Whether oneDNN's float32 convolutions may use AVX-512 here: the CPU has it and no cap forbids it."""
+    if not torch.cpu._is_avx512_supported():
+        return False
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    return cap.strip().upper() not in _BELOW_AVX512
+
+
+def inference_winograd(device: str | torch.device, dtype: torch.dtype, channels: int | None = None) -> bool:
+    """Whether :func:`reconet_lib.network.optimize_for_inference` computes a 3x3 convolution by Winograd.
+
+    Yes on an x86 CPU in float32 (or float64) whose direct convolutions (oneDNN) run without AVX-512 (AVX2 CPUs
+    such as AMD Zen 3 and most laptops, or any CPU under ``ONEDNN_MAX_CPU_ISA=AVX2``), for layers at least
+    :data:`WINOGRAD_MIN_CHANNELS` wide (``channels = min(C_in, C_out)``; None: do not check the width): there
+    the convolutions are bound by multiplications and ``F(4x4, 3x3)`` does a quarter of them (measured under
+    AVX2 on the paper model at 640x360: 648 -> 409 ms per frame). With AVX-512, oneDNN's direct convolutions are
+    fast enough that it gains nothing (355 vs 363 ms), so the exact direct form is kept. No in half precision
+    (its rounding error would show), no on CUDA (cuDNN picks Winograd or FFT kernels by itself), and no on ARM
+    CPUs (not measured there; the direct form is the safe default).
     """
     if torch.device(device).type != "cpu" or dtype not in (torch.float32, torch.float64):
         return False
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    return not torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    if channels is not None and channels < WINOGRAD_MIN_CHANNELS:
+        return False
+    return not _onednn_avx512()
 
 
 def training_precision(device: str | torch.device, requested: str = "auto") -> tuple[torch.dtype | None, bool]:

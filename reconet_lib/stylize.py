@@ -165,22 +165,36 @@ def check_finite_weights(model: torch.nn.Module, what: str = "the model") -> Non
 # --------------------------------------------------------------------------------------------------------------
 
 
+#: Frames per network call when none is given: 1 on a CPU (larger batches were measured slower there and hold
+#: several times the memory: paper model at 1280x720, 0.29 frames/s at batch 4 vs 0.54 at batch 1), 4 on CUDA
+#: (batching keeps the GPU busy).
+DEFAULT_BATCH_SIZE = {"cpu": 1, "cuda": 4}
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Frames per network call on ``device`` when the user gives none (:data:`DEFAULT_BATCH_SIZE`)."""
+    return DEFAULT_BATCH_SIZE.get(torch.device(device).type, 1)
+
+
 def estimate_memory(model: torch.nn.Module, frame_size: tuple[int, int], batch_size: int,
                     device: torch.device) -> tuple[int, int]:
     """Bytes a run needs at its peak: ``(host memory, device memory)`` (device memory is 0 on a CPU).
 
     Host: the uint8 batches in flight (two queues, the batch being read and the one being written, input beside
-    output). Network: per frame, the float input and output and about three live activations of the widest
-    (full-resolution) layer, ``c1`` channels (48 when the model is not a ReCoNet), in the compute dtype.
+    output). Network: per frame, the float input and output and a number of full-resolution activations of the
+    widest layer, ``c1`` channels (48 when the model is not a ReCoNet), at 4 bytes a value: 3 on CUDA (the
+    caching allocator reuses blocks), 10 on a CPU, where the process keeps freed memory for reuse
+    (:func:`reconet_lib.memory.retain_freed_memory`) and so holds its peak plus fragmentation (measured with the
+    paper model, resident memory above the ~650 MB of torch itself: 640x360 batch 1 about 0.5 GB, batch 4 about
+    1.6 GB, 1280x720 batch 4 about 4.3 GB; this estimate: 0.45, 1.8 and 7.2 GB).
     """
     h, w = frame_size
     frame = h * w * 3
     host = (2 * QUEUE_BATCHES + 3) * 2 * batch_size * frame
     widest = model.config.channels[0] if isinstance(model, ReCoNet) else 48
-    network = batch_size * h * w * 4 * (2 * 3 + 3 * widest)
     if device.type == "cuda":
-        return host, network
-    return host + network, 0
+        return host, batch_size * h * w * 4 * (2 * 3 + 3 * widest)
+    return host + batch_size * h * w * 4 * (2 * 3 + 10 * widest), 0
 
 
 def check_memory(model: torch.nn.Module, frame_size: tuple[int, int], batch_size: int, device: torch.device) -> None:
@@ -392,7 +406,7 @@ def stylize_video(
     output: str | os.PathLike,
     *,
     device: str | torch.device | None = None,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     half: bool | None = None,
     side_by_side: bool = False,
     size: Size | None = None,
@@ -408,7 +422,7 @@ def stylize_video(
         output: an ``.mp4`` file (H.264, source frame rate and audio kept) or a folder (PNG frames).
         device: where to run the model (``"cpu"``, ``"cuda:1"``, a ``torch.device``); default: where its
             parameters are. The model is moved there.
-        batch_size: frames per network call.
+        batch_size: frames per network call; default :func:`default_batch_size` (1 on a CPU, 4 on CUDA).
         half: precision (see :class:`StylizeNetwork`): ``None`` = the policy of :mod:`reconet_lib.precision`
             (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), ``True`` = always half, ``False`` = fp32.
         side_by_side: write ``input | output`` next to each other (the output is twice as wide).
@@ -423,6 +437,9 @@ def stylize_video(
             memory, non-finite weights (all checked before any decoding); frames lost to a damaged source.
             On any failure nothing is written under ``output`` and output folders created for it are removed.
     """
+    if batch_size is None:
+        where = parse_device(device) if device is not None else next(model.parameters(), torch.empty(0)).device
+        batch_size = default_batch_size(where)
     job = _plan(source, output, batch_size=batch_size, size=size, fps=fps, side_by_side=side_by_side,
                 allow_short=allow_short)
     check_finite_weights(model)
@@ -451,7 +468,8 @@ def add_stylize_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--side-by-side", action="store_true", help="write input | output next to each other")
     parser.add_argument("--size", type=size_arg, default=None,
                         help="resize the input first: longer side N (aspect kept), or WxH exactly (e.g. 640x360)")
-    parser.add_argument("--batch-size", type=int, default=4, help="frames per network call (default 4)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="frames per network call (default: 1 on a CPU, 4 on a GPU)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--no-half", action="store_true", help="run in float32 instead of fp16/bf16")
     parser.add_argument("--fps", type=float, default=None, help="output frame rate (default: the source's)")
@@ -467,6 +485,8 @@ def run_stylize_command(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
 
     device = parse_device(args.device)
+    if args.batch_size is None:
+        args.batch_size = default_batch_size(device)
     job = _plan(args.input, args.output, batch_size=args.batch_size, size=args.size, fps=args.fps,
                 side_by_side=args.side_by_side, allow_short=args.allow_short)
     with prepared_output(job.output, is_folder=not job.to_video):

@@ -64,6 +64,8 @@ def transform_weight(weight: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(36, C_in, C_out)`` in ``weight``'s dtype (computed in float64); row ``6a + b`` is tile position (a, b).
     """
+    if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
+        raise UserInputError("Winograd F(4x4, 3x3) needs a floating-point weight tensor (its transform has fractions)")
     if weight.dim() != 4 or tuple(weight.shape[-2:]) != (3, 3):
         raise UserInputError(f"Winograd F(4x4, 3x3) needs a (C_out, C_in, 3, 3) weight; got {tuple(weight.shape)}")
     _, g, _ = transform_matrices(device=weight.device)
@@ -88,12 +90,15 @@ def conv3x3_valid(x: torch.Tensor, u: torch.Tensor, chunk_bytes: int = 4 << 20) 
         chunk_bytes: size of the transformed tiles handled at once (rows of tiles; default 4 MiB, so that they
             stay in cache between the transforms and the matrix multiplies).
     Returns:
-        ``(B, C_out, H - 2, W - 2)``, channels-last; equal to ``F.conv2d(x, weight)`` up to float rounding
+        ``(B, C_out, H - 2, W - 2)``, a view with channels-last strides (cropped from whole tiles, so not
+        contiguous unless ``H - 2`` and ``W - 2`` are multiples of 4); equal to ``F.conv2d(x, weight)`` up to float rounding
         (about 1e-5 of the output's scale in float32).
     """
     if x.dtype not in (torch.float32, torch.float64) or u.dtype != x.dtype:
         raise UserInputError(f"Winograd convolution runs in float32 or float64 with matching weights; got "
                              f"input {x.dtype} and weights {u.dtype}")
+    if x.dim() != 4:
+        raise UserInputError(f"Winograd convolution needs a (B, C, H, W) input; got shape {tuple(x.shape)}")
     b, c_in, h, w = x.shape
     if u.shape[:2] != (TILE_IN * TILE_IN, c_in) or h < 3 or w < 3:
         raise UserInputError(f"Winograd convolution: input {tuple(x.shape)} does not fit weights {tuple(u.shape)} "

@@ -104,25 +104,40 @@ def test_forcing_fp32_always_wins():
     assert precision.inference_autocast("cpu", half=True) == torch.bfloat16
 
 
-@pytest.mark.parametrize("device, dtype, capability, expected", [
-    ("cpu", torch.float32, "AVX2", True),
-    ("cpu", torch.float32, "DEFAULT", True),
-    ("cpu", torch.float64, "AVX2", True),
-    ("cpu", torch.float32, "AVX512", False),
-    ("cpu", torch.bfloat16, "AVX2", False),
-    ("cuda", torch.float32, "AVX2", False),
-    ("cuda", torch.float16, "AVX2", False),
+@pytest.mark.parametrize("device, dtype, avx512, channels, expected", [
+    ("cpu", torch.float32, False, None, True),
+    ("cpu", torch.float32, False, 64, True),
+    ("cpu", torch.float32, False, 192, True),
+    ("cpu", torch.float32, False, 32, False),
+    ("cpu", torch.float64, False, None, True),
+    ("cpu", torch.float32, True, 192, False),
+    ("cpu", torch.bfloat16, False, 192, False),
+    ("cuda", torch.float32, False, 192, False),
+    ("cuda", torch.float16, False, 192, False),
 ])
-def test_winograd_is_used_for_float32_on_cpus_below_avx512(monkeypatch, device, dtype, capability, expected):
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+def test_winograd_is_used_for_wide_float32_layers_where_convolutions_lack_avx512(monkeypatch, device, dtype, avx512,
+                                                                                 channels, expected):
+    monkeypatch.setattr(precision, "_onednn_avx512", lambda: avx512)
     monkeypatch.setattr(precision.platform, "machine", lambda: "x86_64")
-    assert precision.inference_winograd(device, dtype) is expected
+    assert precision.inference_winograd(device, dtype, channels) is expected
 
 
 def test_winograd_is_not_used_on_arm_cpus_where_it_was_never_measured(monkeypatch):
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    monkeypatch.setattr(precision, "_onednn_avx512", lambda: False)
     monkeypatch.setattr(precision.platform, "machine", lambda: "aarch64")
     assert precision.inference_winograd("cpu", torch.float32) is False
+
+
+@pytest.mark.parametrize("cap, expected", [("AVX2", False), ("avx2", False), ("SSE41", False), ("AVX2_VNNI", False),
+                                           ("AVX512_CORE", True), ("AVX512_CORE_AMX", True), ("", True)])
+def test_onednn_isa_cap_decides_whether_convolutions_have_avx512(monkeypatch, cap, expected):
+    """The convolutions' ISA is oneDNN's: torch's own capability string (ATEN_CPU_CAPABILITY) does not decide."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: True)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    assert precision._onednn_avx512() is expected
+    monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: False)
+    assert precision._onednn_avx512() is False
 
 
 def test_precision_names():

@@ -231,3 +231,17 @@ def test_the_pipeline_names_still_resolve_from_the_video_module():
     assert video.resolve_precision is stylize.resolve_precision
     with pytest.raises(AttributeError):
         video.no_such_name  # noqa: B018
+
+
+def test_default_batch_is_one_frame_on_a_cpu_and_four_on_a_gpu():
+    assert stylize.default_batch_size(torch.device("cpu")) == 1
+    assert stylize.default_batch_size(torch.device("cuda", 0)) == 4
+
+
+def test_stylize_video_without_a_batch_size_calls_the_network_one_frame_at_a_time_on_a_cpu(tmp_path, tiny_model,
+                                                                                         monkeypatch):
+    sizes = []
+    real = stylize.StylizeNetwork.__call__
+    monkeypatch.setattr(stylize.StylizeNetwork, "__call__", lambda self, batch: sizes.append(len(batch)) or real(self, batch))
+    stylize.stylize_video(tiny_model, smooth_clip(frames=3), tmp_path / "frames", progress=False)
+    assert sizes == [1, 1, 1]

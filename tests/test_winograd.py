@@ -68,6 +68,16 @@ def test_only_3x3_kernels_are_transformed():
         winograd.transform_weight(torch.randn(4, 4, 5, 5))
 
 
+def test_integer_weights_are_refused_rather_than_rounded():
+    with pytest.raises(UserInputError, match="floating-point"):
+        winograd.transform_weight(torch.ones(4, 4, 3, 3, dtype=torch.int64))
+
+
+def test_an_input_without_batch_dimension_is_refused_with_its_shape():
+    with pytest.raises(UserInputError, match=r"\(B, C, H, W\).*\(4, 8, 8\)"):
+        winograd.conv3x3_valid(torch.randn(4, 8, 8), winograd.transform_weight(torch.randn(4, 4, 3, 3)))
+
+
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("size", [(1, 1), (2, 7), (9, 14)])
 def test_winograd_conv_layer_equals_the_layer_it_replaces(relu, size):
