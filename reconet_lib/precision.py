@@ -230,7 +230,7 @@ WINOGRAD_MIN_CHANNELS = 64
 _BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
 
 
-def _onednn_avx512() -> bool:
+def onednn_avx512() -> bool:
     """Whether oneDNN's float32 convolutions may use AVX-512 here: the CPU has it and no cap forbids it."""
     if not torch.cpu._is_avx512_supported():
         return False
@@ -256,7 +256,7 @@ def inference_winograd(device: str | torch.device, dtype: torch.dtype, channels:
         return False
     if channels is not None and channels < WINOGRAD_MIN_CHANNELS:
         return False
-    return not _onednn_avx512()
+    return not onednn_avx512()
 
 
 def training_precision(device: str | torch.device, requested: str = "auto") -> tuple[torch.dtype | None, bool]:

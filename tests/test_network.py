@@ -378,7 +378,7 @@ def test_winograd_rewrites_the_residual_blocks_and_the_upsampling_layers_only():
 
 
 def test_the_policy_leaves_narrow_layers_direct_and_rewrites_wide_ones(monkeypatch):
-    monkeypatch.setattr(precision, "_onednn_avx512", lambda: False)
+    monkeypatch.setattr(precision, "onednn_avx512", lambda: False)
     monkeypatch.setattr(precision.platform, "machine", lambda: "x86_64")
     narrow = optimize_for_inference(tiny_model(), "cpu", dtype=torch.float32)
     assert not any(isinstance(m, WinogradConvLayer) for m in narrow.modules())
@@ -386,7 +386,7 @@ def test_the_policy_leaves_narrow_layers_direct_and_rewrites_wide_ones(monkeypat
     assert sum(isinstance(m, WinogradConvLayer) for m in demo.modules()) == 10
     upsampling = [m for m in demo.modules() if isinstance(m, SubPixelUpsampleConv)]
     assert [m.winograd_weight is not None for m in upsampling] == [True, True]  # 128 -> 4x64, 64 -> 4x32
-    monkeypatch.setattr(precision, "_onednn_avx512", lambda: True)
+    monkeypatch.setattr(precision, "onednn_avx512", lambda: True)
     wide = optimize_for_inference(ReCoNet.from_preset("demo"), "cpu", dtype=torch.float32)
     assert not any(isinstance(m, WinogradConvLayer) for m in wide.modules())
 

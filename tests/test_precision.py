@@ -117,13 +117,13 @@ def test_forcing_fp32_always_wins():
 ])
 def test_winograd_is_used_for_wide_float32_layers_where_convolutions_lack_avx512(monkeypatch, device, dtype, avx512,
                                                                                  channels, expected):
-    monkeypatch.setattr(precision, "_onednn_avx512", lambda: avx512)
+    monkeypatch.setattr(precision, "onednn_avx512", lambda: avx512)
     monkeypatch.setattr(precision.platform, "machine", lambda: "x86_64")
     assert precision.inference_winograd(device, dtype, channels) is expected
 
 
 def test_winograd_is_not_used_on_arm_cpus_where_it_was_never_measured(monkeypatch):
-    monkeypatch.setattr(precision, "_onednn_avx512", lambda: False)
+    monkeypatch.setattr(precision, "onednn_avx512", lambda: False)
     monkeypatch.setattr(precision.platform, "machine", lambda: "aarch64")
     assert precision.inference_winograd("cpu", torch.float32) is False
 
@@ -135,9 +135,9 @@ def test_onednn_isa_cap_decides_whether_convolutions_have_avx512(monkeypatch, ca
     monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: True)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
-    assert precision._onednn_avx512() is expected
+    assert precision.onednn_avx512() is expected
     monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: False)
-    assert precision._onednn_avx512() is False
+    assert precision.onednn_avx512() is False
 
 
 def test_precision_names():
