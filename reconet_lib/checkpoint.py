@@ -62,16 +62,72 @@ def _write_verified(path: str | os.PathLike, data: memoryview, payload: dict[str
 
 
 def _read(path: Path, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load(weights_only=True)``; any failure becomes a one-line UserInputError."""
+    """``torch.load(weights_only=True)``; any failure becomes a one-line UserInputError that says why in words."""
     if path.stat().st_size == 0:
         raise UserInputError(f"{path} is empty (0 bytes), not a ReCoNet checkpoint")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle, zip and format errors all mean: not a checkpoint we can read
         raise UserInputError(
-            f"{path} is not a readable ReCoNet checkpoint ({type(exc).__name__}: {first_line(exc, 120)}); "
+            f"{path} is not a readable ReCoNet checkpoint ({_load_failure_cause(path, exc)}); "
             "pass a .pt file written by `reconet train`"
         ) from None
+
+
+#: How files written by ``torch.save`` begin: a zip archive (PyTorch >= 1.6) or a pickle (the legacy format).
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_PICKLE_MAGIC = b"\x80"
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def _load_failure_cause(path: Path, exc: Exception) -> str:
+    """Why ``torch.load`` failed on ``path``, in words a user understands (never a bare ``KeyError: 101``)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        head = b""
+    if head and not head.startswith(_ZIP_MAGIC) and not head.startswith(_PICKLE_MAGIC):
+        kind = "; it looks like a text file" if _looks_like_text(head) else ""
+        return f"not a PyTorch checkpoint file: it does not start like one{kind}"
+    message = str(exc)
+    unsupported = _UNSUPPORTED_GLOBAL.search(message)
+    if unsupported:
+        return (f"it stores a Python object ({unsupported.group(1)}) that safe loading (weights_only=True) refuses; "
+                "a ReCoNet checkpoint holds only tensors and plain values")
+    if isinstance(exc, (KeyError, IndexError, EOFError)) or "zip archive" in message or "Weights only load failed" in message:
+        return "a PyTorch file that is damaged or incomplete, e.g. cut off while being copied or written"
+    return f"{type(exc).__name__}: {first_line(exc, 120)}"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a multi-byte character cut at the end of ``head`` is still text
+        return exc.start >= len(head) - 3
+    return True
+
+
+def _directory_candidates(folder: Path, limit: int = 3) -> tuple[list[Path], int]:
+    """Checkpoint files in ``folder`` (or, if none, ``last.pt`` of its sub-folders), best first; and how many.
+
+    Order: ``last.pt``, then ``step_*.pt`` newest first, then any other ``*.pt`` by name.
+    """
+    def ranked(paths: list[Path]) -> list[Path]:
+        def key(path: Path):
+            step = checkpoint_step(path)
+            return (0, 0, "") if path.name == LAST_NAME else (1, -step, "") if step is not None else (2, 0, path.name)
+        return sorted(paths, key=key)
+
+    try:
+        found = ranked([p for p in folder.glob("*.pt") if p.is_file()])
+        if not found:
+            found = sorted(p for p in folder.glob(f"*/{LAST_NAME}") if p.is_file())
+    except OSError:
+        return [], 0
+    return found[:limit], len(found)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -79,9 +135,22 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
     Raises:
         FileNotFoundError: no such file.
-        UserInputError: the file is not a ReCoNet checkpoint (or is damaged); the message says which.
+        UserInputError: ``path`` is a folder (the message names the checkpoints in it), or the file is not a
+            ReCoNet checkpoint (or is damaged); the message says which.
     """
     path = Path(path)
+    if path.is_dir():
+        candidates, count = _directory_candidates(path)
+        if not candidates:
+            raise UserInputError(
+                f"checkpoint {path} is a directory with no checkpoint (.pt) files in it; pass a .pt file written by "
+                "`reconet train` (e.g. <run folder>/last.pt)"
+            )
+        more = f" ({count - len(candidates)} more there)" if count > len(candidates) else ""
+        raise UserInputError(
+            f"checkpoint {path} is a directory, not a file; pass one of the checkpoints in it: "
+            f"{', '.join(str(c) for c in candidates)}{more}"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; train one with `python -m reconet_lib train`")
     payload = _read(path, map_location)

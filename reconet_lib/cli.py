@@ -7,7 +7,9 @@ Every error a user can cause ends as one line on stderr and a non-zero exit stat
 the library's own errors (:class:`~reconet_lib.errors.ReconetError`, including bad values, which are
 :class:`~reconet_lib.errors.UserInputError` at their source), file-system errors (missing or read-only files,
 a full disk), running out of memory, and interruptions (Ctrl-C: 130; SIGTERM during training: 143). A
-traceback still means a bug in the library.
+traceback still means a bug in the library. Usage errors (a bad option value, a missing argument) are one line
+too, ``reconet stylize: error: <what is wrong> (see reconet stylize --help)``, with exit status 2: every parser
+is a :class:`OneLineParser`.
 """
 from __future__ import annotations
 
@@ -23,10 +25,41 @@ USER_ERROR = 2
 INTERRUPTED = 130
 
 
+#: What ``stylize --size`` adds to its help: how MP4 output treats odd sizes (see :func:`reconet_lib.video.pad_to_even`).
+VIDEO_SIZE_NOTE = (
+    "; MP4 output needs an even width and height (H.264 4:2:0, yuv420p), so an odd size is padded by one pixel "
+    "(the last column/row repeated, right/bottom, never resized) in video output, while PNG folder output keeps "
+    "the exact size"
+)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr and exit status 2, without the usage block.
+
+    Sub-parsers made by :meth:`add_subparsers` are of the same class (argparse's default ``parser_class``), so
+    every ``reconet`` sub-command answers the same way. ``--help`` is unchanged.
+    """
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        lines = str(message).strip().splitlines() or ["invalid arguments"]
+        self.exit(USER_ERROR, f"{self.prog}: error: {lines[0]} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but an unknown option after a sub-command is reported by that sub-command's parser
+        (``reconet stylize: error: unrecognized arguments: --bogus (see reconet stylize --help)``)."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = getattr(parsed, "command", None)
+            owner = next((action.choices[command] for action in self._actions
+                          if isinstance(action, argparse._SubParsersAction) and command in action.choices), self)
+            owner.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import metrics, stylize, train
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="reconet",
         description="ReCoNet real-time coherent video style transfer: train, stylise, evaluate.",
     )
@@ -35,13 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_train_command(sub)
     stylize.add_stylize_command(sub)
     metrics.add_evaluate_command(sub)
+    _note_video_sizes(sub.choices.get("stylize"))
     return parser
+
+
+def _note_video_sizes(stylize_parser: argparse.ArgumentParser | None) -> None:
+    """Say in ``stylize --help`` what MP4 output does with odd sizes (once, whoever registered ``--size``)."""
+    for action in getattr(stylize_parser, "_actions", ()):
+        if "--size" in action.option_strings and action.help and "even width" not in action.help:
+            action.help = action.help + VIDEO_SIZE_NOTE
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; user errors print one line on stderr and return a non-zero exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # usage errors: one line, SystemExit(2); --help: SystemExit(0)
     try:
         result = args.func(args)
     except TrainingInterrupted as exc:

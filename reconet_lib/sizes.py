@@ -24,15 +24,17 @@ from .errors import UserInputError
 #: A size as functions take it: ``None`` (keep), ``N`` (longer side) or ``(H, W)`` (exact).
 Size = int | tuple[int, int]
 
-_SIZE_TEXT = re.compile(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?")
+_SIZE_TEXT = re.compile(r"\s*(-?\d+)\s*(?:[xX]\s*(-?\d+)\s*)?")
 _HINT = "give the longer side N (e.g. 512) or WxH, width x height (e.g. 640x360)"
 
 
 def parse_size(text: str) -> Size:
     """Read a size typed by a user: ``"512"`` -> 512 (longer side), ``"640x360"`` -> ``(360, 640)`` (H, W).
 
+    Messages speak in the order the user typed: width first (``"0x10"`` is "width 0, height 10").
+
     Raises:
-        UserInputError: not a size, or a zero side.
+        UserInputError: not a size, or a zero or negative side.
     """
     match = _SIZE_TEXT.fullmatch(str(text))
     if not match:
@@ -40,7 +42,13 @@ def parse_size(text: str) -> Size:
     first, second = int(match.group(1)), match.group(2)
     if second is None:
         return check_size(first, what=f"size {text!r}")
-    return check_size((int(second), first), what=f"size {text!r}")
+    width, height = first, int(second)
+    if width < 1 or height < 1:
+        raise UserInputError(
+            f"size {text!r} must have a positive width and height; got width {width}, height {height} "
+            "(WxH is width x height in pixels, e.g. 640x360)"
+        )
+    return height, width
 
 
 def parse_exact_size(text: str) -> tuple[int, int]:
@@ -85,7 +93,9 @@ def check_size(size, *, what: str = "size") -> Size | None:
         return int(size)
     if isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_int(s) for s in size):
         if min(size) < 1:
-            raise UserInputError(f"{what} must be positive (height, width); got {tuple(size)}")
+            raise UserInputError(
+                f"{what} must be positive (height, width); got height {size[0]}, width {size[1]}"
+            )
         return int(size[0]), int(size[1])
     raise UserInputError(f"{what} must be None, an int (longer side) or (height, width); got {size!r}")
 
@@ -97,7 +107,7 @@ def size_pair(size, what: str) -> tuple[int, int]:
     except (TypeError, ValueError):
         raise UserInputError(f"{what}: size must be (height, width); got {size!r}") from None
     if h <= 0 or w <= 0:
-        raise UserInputError(f"{what}: size must be positive; got {(h, w)}")
+        raise UserInputError(f"{what}: size must be positive; got height {h}, width {w}")
     return h, w
 
 

@@ -127,3 +127,47 @@ def test_a_folder_lock_is_exclusive_across_holders(tmp_path):
                 pass
     with exclusive(tmp_path / "run" / ".lock", wait=False):  # released on leaving the block
         pass
+
+
+def test_directory_as_checkpoint_names_the_checkpoints_in_it(tmp_path):
+    for name in ("last.pt", "step_0000100.pt", "step_0000200.pt", "step_0000300.pt", "other.pt"):
+        (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(UserInputError, match="is a directory, not a file") as info:
+        load_model(tmp_path)
+    message = str(info.value)
+    assert "does not exist" not in message and "\n" not in message
+    named = [str(tmp_path / n) for n in ("last.pt", "step_0000300.pt", "step_0000200.pt")]
+    assert ", ".join(named) in message and "(2 more there)" in message  # best candidates first
+
+
+def test_directory_without_checkpoints_says_it_is_a_directory(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(UserInputError, match="is a directory with no checkpoint"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "run1").mkdir()
+    (tmp_path / "run1" / "last.pt").write_bytes(b"x")
+    with pytest.raises(UserInputError, match="run1.last.pt"):  # one level down: a folder of runs
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("content, cause", [
+    (b"hello, this is a text file\n", "not a PyTorch checkpoint file: it does not start like one; it looks like a text file"),
+    (b"\x00\x01\x02\x03\xff" * 10, "not a PyTorch checkpoint file: it does not start like one)"),
+    (b"PK\x03\x04" + b"\x00" * 40, "damaged or incomplete"),
+])
+def test_unreadable_checkpoint_cause_is_in_words_not_a_raw_exception(tmp_path, content, cause):
+    path = tmp_path / "notes.pt"
+    path.write_bytes(content)
+    with pytest.raises(UserInputError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert "is not a readable ReCoNet checkpoint" in message and cause in message, message
+    assert "KeyError" not in message and "\n" not in message
+
+
+def test_checkpoint_with_python_objects_names_what_safe_loading_refused(tmp_path, tiny_model):
+    payload = model_checkpoint(tiny_model, "a", "0" * 64)
+    payload["train_config"] = object()
+    torch.save(payload, tmp_path / "evil.pt")
+    with pytest.raises(UserInputError, match=r"stores a Python object \(object\) that safe loading"):
+        load_checkpoint(tmp_path / "evil.pt")

@@ -60,3 +60,28 @@ def test_size_pair_checks_an_exact_height_width_pair():
 def test_format_size_writes_width_x_height():
     assert sizes.format_size((360, 640)) == "640x360"
     assert sizes.parse_size(sizes.format_size((17, 33))) == (17, 33)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("0x10", "got width 0, height 10"),
+    ("10x0", "got width 10, height 0"),
+    ("640x-3", "got width 640, height -3"),
+])
+def test_size_messages_speak_in_the_width_x_height_order_typed(text, fragment):
+    with pytest.raises(UserInputError, match="must have a positive width and height") as info:
+        sizes.parse_size(text)
+    assert fragment in str(info.value)
+    with pytest.raises(argparse.ArgumentTypeError, match=fragment):
+        sizes.size_arg(text)
+
+
+def test_negative_sizes_are_called_not_positive():
+    with pytest.raises(UserInputError, match="size '-5' must be a positive number of pixels; got -5"):
+        sizes.parse_size("-5")
+
+
+def test_python_size_pairs_name_height_and_width_in_errors():
+    with pytest.raises(UserInputError, match="got height 10, width 0"):
+        sizes.check_size((10, 0))
+    with pytest.raises(UserInputError, match="got height 0, width 4"):
+        sizes.size_pair((0, 4), "resize_flow")
