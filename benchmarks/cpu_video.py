@@ -13,7 +13,8 @@ same as for a trained model) and the same clip:
   (``memory.retain_freed_memory``): how much of the gain that setting alone gives (a first script does not have
   it, so the ratio is taken against the first naive run);
 * the **float32 roofline**: this CPU's measured float32 matrix-multiply rate divided by the network's FLOPs per
-  frame (135 GFLOP for the paper model at 640x360): the frame rate a perfect float32 implementation could reach.
+  frame (135 GFLOP for the paper model at 640x360): the frame rate a perfect float32 implementation of direct
+  convolution could reach. Winograd convolutions do fewer multiplications, so a share above 100 % is possible.
 
 Prints the CPU's capability string and the precision decision, both frame rates, their ratio and the share of the
 roofline. Run it as an AVX2-only CPU would with::
@@ -114,6 +115,7 @@ def main() -> None:
     winograd = precision.inference_winograd(device, dtype)
     print(f"optimize_for_inference: {precision.precision_name(dtype)}, Winograd {'on' if winograd else 'off'}, "
           f"freed memory reused: {memory.retain_freed_memory()}")
+    print("(roofline: direct convolution at the matmul rate; Winograd does fewer multiplications and can exceed it)")
     print(f"{'method':<52}{'frames/s':>10}{'vs naive':>10}{'of fp32 roofline':>18}")
     rows = [("naive loop (fp32 eager, batch 1, one thread)", naive),
             (f"stylize_video ({precision.precision_name(dtype)}, pipelined)", library),

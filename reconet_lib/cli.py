@@ -25,14 +25,6 @@ USER_ERROR = 2
 INTERRUPTED = 130
 
 
-#: What ``stylize --size`` adds to its help: how MP4 output treats odd sizes (see :func:`reconet_lib.video.pad_to_even`).
-VIDEO_SIZE_NOTE = (
-    "; MP4 output needs an even width and height (H.264 4:2:0, yuv420p), so an odd size is padded by one pixel "
-    "(the last column/row repeated, right/bottom, never resized) in video output, while PNG folder output keeps "
-    "the exact size"
-)
-
-
 class OneLineParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose usage errors are one line on stderr and exit status 2, without the usage block.
 
@@ -68,15 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_train_command(sub)
     stylize.add_stylize_command(sub)
     metrics.add_evaluate_command(sub)
-    _note_video_sizes(sub.choices.get("stylize"))
     return parser
-
-
-def _note_video_sizes(stylize_parser: argparse.ArgumentParser | None) -> None:
-    """Say in ``stylize --help`` what MP4 output does with odd sizes (once, whoever registered ``--size``)."""
-    for action in getattr(stylize_parser, "_actions", ()):
-        if "--size" in action.option_strings and action.help and "even width" not in action.help:
-            action.help = action.help + VIDEO_SIZE_NOTE
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -467,7 +467,10 @@ def add_stylize_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", required=True, help="output .mp4 file, or a folder for PNG frames")
     parser.add_argument("--side-by-side", action="store_true", help="write input | output next to each other")
     parser.add_argument("--size", type=size_arg, default=None,
-                        help="resize the input first: longer side N (aspect kept), or WxH exactly (e.g. 640x360)")
+                        help="resize the input first: longer side N (aspect kept), or WxH exactly (e.g. 640x360); "
+                             "MP4 output needs an even width and height (H.264 4:2:0, yuv420p), so an odd size is "
+                             "padded by one pixel (the last column/row repeated, right/bottom, never resized) in "
+                             "video output, while PNG folder output keeps the exact size")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="frames per network call (default: 1 on a CPU, 4 on a GPU)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ... (default: cuda if available)")
