@@ -57,7 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import UserInputError
-from .precision import WINOGRAD_MIN_CHANNELS, inference_dtype, inference_winograd
+from .precision import WINOGRAD_MIN_CHANNELS, inference_dtype, inference_winograd, parse_device
 from . import winograd
 from .memory import retain_freed_memory
 
@@ -644,7 +644,9 @@ def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = N
     """
     if not isinstance(model, ReCoNet):
         raise UserInputError(f"optimize_for_inference expects a ReCoNet; got {type(model).__name__}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = parse_device(device) if device is not None else next(model.parameters()).device
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise UserInputError(f"dtype must be a torch dtype such as torch.float32 or torch.bfloat16; got {dtype!r}")
     if dtype is None:
         dtype = inference_dtype(device)
     if space_to_depth is None:

@@ -406,3 +406,14 @@ def test_paper_model_with_winograd_stays_within_1e_4_of_the_eval_model():
         ref = model.double()(x.double())
         out = fast(x)
     assert (out.double() - ref).abs().max() < 1e-4
+
+
+def test_optimize_for_inference_refuses_a_dtype_given_as_text():
+    with pytest.raises(UserInputError, match="torch dtype"):
+        optimize_for_inference(tiny_model(), "cpu", dtype="float32")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_optimize_for_inference_on_a_missing_gpu_is_one_clear_error():
+    with pytest.raises(UserInputError, match="(?i)cuda|gpu"):
+        optimize_for_inference(tiny_model(), "cuda")
