@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from .errors import UserInputError
 from .flow import resize_flow
+from .texture_net import TEXTURE_LAYERS, RandomTextureFeatures, check_texture_layers
 from .warp import downsample_valid, luminance, warp
 
 # ----------------------------------------------------------------------------------------------------------
@@ -270,21 +271,32 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
         return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
 
 
-def content_loss(feat_out: torch.Tensor, feat_target: torch.Tensor) -> torch.Tensor:
+def content_loss(feat_out: torch.Tensor, feat_target: torch.Tensor, relative: bool = False) -> torch.Tensor:
     """Mean squared difference of two feature maps ``(B, C, H, W)`` (a float32 scalar).
 
     The content loss of Johnson et al.: ``mean((phi(O) - phi(I))^2)`` at one VGG layer (``relu3_3`` by
-    default, :attr:`LossWeights.content_layer`).
+    default, :attr:`LossWeights.content_layer`). ``relative=True`` divides it by ``mean(phi(I)^2)`` (no gradient
+    through the divisor), so that it does not depend on the loss network's feature scale
+    (``LossWeights.normalise="relative"``, used with random loss networks).
     """
     if feat_out.shape != feat_target.shape:
         raise UserInputError(f"content_loss: shapes differ, {tuple(feat_out.shape)} vs {tuple(feat_target.shape)}")
-    return F.mse_loss(feat_out.float(), feat_target.float())
+    loss = F.mse_loss(feat_out.float(), feat_target.float())
+    if relative:
+        loss = loss / _mean_square(feat_target)
+    return loss
+
+
+def _mean_square(target: torch.Tensor) -> torch.Tensor:
+    """``mean(target^2)`` without gradient, floored so that an all-zero target cannot divide by zero."""
+    return target.detach().float().square().mean().clamp_min(1e-12)
 
 
 def style_loss(
     feats_out: Mapping[str, torch.Tensor],
     target_grams: Mapping[str, torch.Tensor],
     layer_weights: Mapping[str, float],
+    relative: bool = False,
 ) -> torch.Tensor:
     """``sum_l w_l * mean((G(out_l) - G_target_l)^2)`` over the layers of ``layer_weights``.
 
@@ -293,6 +305,9 @@ def style_loss(
         target_grams: ``{layer: (1 or B, C, C)}`` Gram matrices of the style image (:func:`style_grams`);
             a batch of 1 is broadcast to B.
         layer_weights: ``{layer: w_l}``; layers with weight 0 are skipped.
+        relative: divide each layer's term by ``mean(G_target_l^2)``, so that every layer weighs the same
+            whatever its feature scale (``LossWeights.normalise="relative"``; for random loss networks,
+            whose layers differ in scale by orders of magnitude).
     Returns:
         float32 scalar.
     """
@@ -304,7 +319,10 @@ def style_loss(
             raise UserInputError(f"style_loss: layer {layer!r} is missing from the features or the target Grams")
         gram = gram_matrix(feats_out[layer])
         target = target_grams[layer].float().to(gram.device).expand_as(gram)
-        term = float(weight) * F.mse_loss(gram, target)
+        term = F.mse_loss(gram, target)
+        if relative:
+            term = term / _mean_square(target)
+        term = float(weight) * term
         total = term if total is None else total + term
     if total is None:
         return torch.zeros((), device=next(iter(feats_out.values())).device)
@@ -343,15 +361,15 @@ def style_grams(vgg: VGGFeatures, style_image: torch.Tensor, layers: Iterable[st
     time, without gradients, and reused for every batch (:func:`style_loss` broadcasts batch 1 to B).
 
     Args:
-        vgg: the loss network.
+        vgg: the loss network (:class:`VGGFeatures` or :class:`~reconet_lib.texture_net.RandomTextureFeatures`).
         style_image: ``(1, 3, H, W)`` RGB in [0, 1] (any size; the Gram matrix does not depend on it).
-        layers: VGG layer names, e.g. ``LossWeights().style_layer_weights``.
+        layers: layer names of that network, e.g. ``LossWeights().style_layer_weights``.
     Returns:
         ``{layer: (1, C, C)}`` float32.
     """
     if style_image.dim() != 4 or style_image.shape[:2] != (1, 3):
         raise UserInputError(f"style_grams expects one RGB image (1, 3, H, W) in [0, 1]; got {tuple(style_image.shape)}")
-    device = vgg.mean.device
+    device = next(vgg.buffers()).device
     feats = vgg(style_image.to(device), layers=list(layers))
     return {name: gram_matrix(f) for name, f in feats.items()}
 
@@ -512,6 +530,11 @@ class LossWeights:
         lambda_o: output temporal weight (default 200.0).
         content_layer: VGG layer of the content loss (default ``"relu3_3"``).
         style_layer_weights: ``{VGG layer: weight}`` of the style loss (default: the four layers, weight 1 each).
+        network: the loss network these layers belong to: ``"vgg16"`` (:class:`VGGFeatures`, the paper's) or
+            ``"random_texture"`` (the offline :class:`~reconet_lib.texture_net.RandomTextureFeatures`, see
+            :meth:`offline_texture`); :func:`build_loss_network` builds it.
+        normalise: ``"absolute"`` (the classic terms above) or ``"relative"`` (each content and Gram term
+            divided by its target's mean square: for random networks, whose feature scales mean nothing).
     """
 
     alpha: float = 1.0
@@ -521,16 +544,23 @@ class LossWeights:
     lambda_o: float = 200.0
     content_layer: str = "relu3_3"
     style_layer_weights: dict[str, float] = field(default_factory=_default_style_layer_weights)
+    network: str = "vgg16"
+    normalise: str = "absolute"
 
     def __post_init__(self) -> None:
         for name in ("alpha", "beta", "gamma", "lambda_f", "lambda_o"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise UserInputError(f"LossWeights.{name} must be a finite number >= 0; got {value!r}")
-        _check_layers([self.content_layer])
+        if self.network not in LOSS_NETWORKS:
+            raise UserInputError(f"LossWeights.network must be one of {list(LOSS_NETWORKS)}; got {self.network!r}")
+        if self.normalise not in ("absolute", "relative"):
+            raise UserInputError(f"LossWeights.normalise must be 'absolute' or 'relative'; got {self.normalise!r}")
+        check = LOSS_NETWORKS[self.network]
+        check([self.content_layer])
         if not self.style_layer_weights:
-            raise UserInputError("LossWeights.style_layer_weights must name at least one VGG layer")
-        _check_layers(self.style_layer_weights)
+            raise UserInputError("LossWeights.style_layer_weights must name at least one layer")
+        check(self.style_layer_weights)
         for layer, w in self.style_layer_weights.items():
             if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
                 raise UserInputError(f"LossWeights.style_layer_weights[{layer!r}] must be a number >= 0; got {w!r}")
@@ -544,9 +574,43 @@ class LossWeights:
 
     @property
     def vgg_layers(self) -> tuple[str, ...]:
-        """The VGG layers the weights need (content layer and style layers), shallowest first."""
+        """The loss-network layers the weights need (content layer and style layers), in the network's order."""
         needed = {self.content_layer, *self.style_layer_weights}
-        return tuple(name for name in VGG_LAYERS if name in needed)
+        order = VGG_LAYERS if self.network == "vgg16" else TEXTURE_LAYERS
+        return tuple(name for name in order if name in needed)
+
+    @classmethod
+    def offline_texture(cls, **overrides) -> "LossWeights":
+        """Weights for the offline loss network (:class:`~reconet_lib.texture_net.RandomTextureFeatures`).
+
+        Relative normalisation (each content and Gram term divided by its target's mean square, so every term
+        starts near 1); content at ``scale2``, style at all five texture layers with equal weights summing to 1.
+        The values (``beta = 20``, ``lambda_o = 20``, ...) were chosen by ``benchmarks/quick_recipe.py``
+        (table in ``docs/results.md``); ``overrides`` replace any field.
+        """
+        values = dict(alpha=1.0, beta=20.0, gamma=1.0, lambda_f=1.0, lambda_o=20.0, content_layer="scale2",
+                      style_layer_weights={name: 1.0 / len(TEXTURE_LAYERS) for name in TEXTURE_LAYERS},
+                      network="random_texture", normalise="relative")
+        values.update(overrides)
+        return cls(**values)
+
+
+#: The loss networks :class:`LossWeights` can name, each with the check of its layer names.
+LOSS_NETWORKS = {"vgg16": _check_layers, "random_texture": check_texture_layers}
+
+
+def build_loss_network(weights: LossWeights, vgg_weights: str | os.PathLike | None = "imagenet", *,
+                       device: torch.device | str | None = None, seed: int = 0) -> nn.Module:
+    """The loss network that ``weights`` are for, with the layers they need.
+
+    ``weights.network == "vgg16"``: :class:`VGGFeatures` with ``vgg_weights`` (``"imagenet"``, a file, or None for
+    seeded random weights). ``"random_texture"``: the offline
+    :class:`~reconet_lib.texture_net.RandomTextureFeatures` (``vgg_weights`` is not used). Both are frozen and map
+    ``(B, 3, H, W)`` images in [0, 1] to ``{layer: (B, C, H', W')}``.
+    """
+    if weights.network == "random_texture":
+        return RandomTextureFeatures(layers=weights.vgg_layers, seed=seed, device=device)
+    return VGGFeatures(vgg_weights, layers=weights.vgg_layers, device=device, seed=seed)
 
 
 #: Keys of :func:`pair_losses`' result: each weighted term; ``<term>_raw`` holds the unweighted value.
@@ -602,8 +666,9 @@ def pair_losses(
     raw: dict[str, torch.Tensor] = {"content": 0, "style": 0, "tv": 0}
     for frame, out in ((slice(0, b), out_t), (slice(b, 2 * b), out_prev)):
         feats = {name: f[frame] for name, f in vgg_out.items()}
-        raw["content"] = raw["content"] + content_loss(feats[cl], vgg_in[frame])
-        raw["style"] = raw["style"] + style_loss(feats, style_grams, weights.style_layer_weights)
+        relative = weights.normalise == "relative"
+        raw["content"] = raw["content"] + content_loss(feats[cl], vgg_in[frame], relative)
+        raw["style"] = raw["style"] + style_loss(feats, style_grams, weights.style_layer_weights, relative)
         raw["tv"] = raw["tv"] + tv_loss(out)
     raw["feature_temporal"] = feature_temporal_loss(feat_t, feat_prev, flow, valid)
     raw["output_temporal"] = output_temporal_loss(out_t, out_prev, current, previous, flow, valid)

@@ -151,48 +151,63 @@ class TutorialResources:
     """What the tutorial models train with (see :func:`tutorial_resources`).
 
     Attributes:
-        vgg_weights: ``"imagenet"`` (the file is in place: ``VGGFeatures("imagenet")`` finds it without network)
-            or None (seeded random weights, the announced offline fallback).
+        loss_network: ``"vgg16"`` (ImageNet VGG-16 is in place: ``VGGFeatures("imagenet")`` finds it without
+            network) or ``"random_texture"`` (the offline
+            :class:`~reconet_lib.texture_net.RandomTextureFeatures`, announced).
         style: ``"candy"`` or, offline, the procedural ``"mosaic"``.
         message: the one fallback announcement ("" when nothing fell back).
+        details: why each stand-in was needed (the resource policy's full explanation), for whoever asks.
     """
 
-    vgg_weights: str | None
+    loss_network: str
     style: str
     message: str = ""
+    details: tuple[str, ...] = ()
+
+    @property
+    def vgg_weights(self) -> str | None:
+        """``"imagenet"`` when the real loss network is used, else None (the texture network needs no weights)."""
+        return "imagenet" if self.loss_network == "vgg16" else None
 
     @property
     def fallback(self) -> bool:
         """True when an offline stand-in is used."""
-        return self.vgg_weights is None or self.style != "candy"
+        return self.loss_network != "vgg16" or self.style != "candy"
+
+
+#: Messages already printed in this process (each fallback is announced once per kernel).
+_announced: set[str] = set()
 
 
 def tutorial_resources(*, allow_download: bool | None = None, announce: bool = True) -> TutorialResources:
     """ImageNet VGG-16 and the ``candy`` style whenever they can be had (file, cache, mirror or download).
 
-    Whatever is missing falls back (random VGG weights, procedural ``mosaic`` style) and the fallback is
-    announced once, in one message that names what was missing and how to provide it (printed to stdout
-    when ``announce``, and returned in ``message``).
+    Whatever is missing falls back: the loss network to the random multi-scale texture network
+    (:mod:`reconet_lib.texture_net`), the style to the procedural ``mosaic``. The fallback is announced in one
+    short sentence that says how to get the real one, printed once per process (per notebook kernel) when
+    ``announce``; the policy's full explanation of each failure is kept in ``details``.
     """
-    missing = []
-    vgg: str | None = "imagenet"
-    style = "candy"
+    loss_network, style = "vgg16", "candy"
+    stand_ins, fixes, details = [], [], []
     try:
         locate("vgg16_imagenet", allow_download=allow_download)
     except ResourceUnavailable as exc:
-        vgg = None
-        missing.append(f"loss network: RANDOM VGG-16 weights, because {exc}")
+        loss_network = "random_texture"
+        stand_ins.append("a random multi-scale texture network instead of ImageNet VGG-16")
+        fixes.append(f"{LOCAL_FILE_ENV['vgg16_imagenet']}=/path/to/vgg16-397923af.pth")
+        details.append(str(exc))
     try:
         locate("style_candy", allow_download=allow_download)
     except ResourceUnavailable as exc:
         style = "mosaic"
-        missing.append(f"style: the procedural 'mosaic', because {exc}")
+        stand_ins.append("the procedural 'mosaic' instead of the painting 'candy'")
+        fixes.append(f"{download.MIRROR_ENV}=<folder with candy.jpg>")
+        details.append(str(exc))
     message = ""
-    if missing:
-        message = (
-            "Offline fallback for the tutorial models (fine for learning the mechanics, not for real stylisation). "
-            + " ".join(missing)
-        )
-        if announce:
+    if stand_ins:
+        message = (f"Offline: the tutorial models use {' and '.join(stand_ins)}; for the real ones go online "
+                   f"or set {' and '.join(fixes)}.")
+        if announce and message not in _announced:
+            _announced.add(message)
             print(message)
-    return TutorialResources(vgg_weights=vgg, style=style, message=message)
+    return TutorialResources(loss_network=loss_network, style=style, message=message, details=tuple(details))

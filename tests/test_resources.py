@@ -70,6 +70,7 @@ def world(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RECONET_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(resources, "_announced", set())  # each test sees the first announcement of its process
     served = tmp_path / "served" / "models"
     served.mkdir(parents=True)
     files = {"vgg16-397923af.pth": _vgg_stand_in(seed=3), "candy.jpg": _png((200, 40, 90))}
@@ -167,12 +168,28 @@ def test_tutorial_falls_back_with_one_message_when_the_server_has_nothing(world,
     for path in served.iterdir():
         path.unlink()  # every request is answered 404
     chosen = resources.tutorial_resources()
-    assert (chosen.vgg_weights, chosen.style, chosen.fallback) == (None, "mosaic", True)
+    assert (chosen.loss_network, chosen.vgg_weights, chosen.style, chosen.fallback) == (
+        "random_texture", None, "mosaic", True)
     out = capsys.readouterr()
     assert out.out.count("\n") == 1 and out.out.strip() == chosen.message and out.err == ""
-    for needle in ("HTTP 404", "vgg16-397923af.pth", "RECONET_VGG_WEIGHTS", "candy.jpg", "RANDOM", "mosaic"):
+    # one short sentence: what stands in, and how to get the real ones
+    assert len(chosen.message) < 300
+    for needle in ("texture network", "VGG-16", "RECONET_VGG_WEIGHTS", "mosaic", "candy", "RECONET_MIRROR"):
         assert needle in chosen.message
+    # the policy's full explanation is kept for whoever asks
+    assert any("HTTP 404" in d and "vgg16-397923af.pth" in d for d in chosen.details)
+    assert any("candy.jpg" in d for d in chosen.details)
     assert not losses.VGGFeatures.available("imagenet")
+
+
+def test_the_fallback_is_announced_once_per_process(world, capsys):
+    _, served, _ = world
+    for path in served.iterdir():
+        path.unlink()
+    first = resources.tutorial_resources()
+    second = resources.tutorial_resources()
+    assert first.message == second.message != ""
+    assert capsys.readouterr().out.count(first.message) == 1
 
 
 def test_raft_weights_come_through_the_same_lookup(world, monkeypatch):

@@ -256,6 +256,7 @@ def training_memory_lower_bound(config: TrainConfig) -> int:
     """
     from ..losses import VGG_LAYERS
     from ..network import conv_layers
+    from ..texture_net import TEXTURE_LAYERS
 
     h, w = config.crop
     frames = 2 * config.batch_size
@@ -264,8 +265,11 @@ def training_memory_lower_bound(config: TrainConfig) -> int:
     # VGG-16's convolutions up to relu4_3: (index in vgg16.features, channels, downscale)
     vgg_convs = ((0, 64, 1), (2, 64, 1), (5, 128, 2), (7, 128, 2), (10, 256, 4), (12, 256, 4), (14, 256, 4),
                  (17, 512, 8), (19, 512, 8), (21, 512, 8))
-    deepest = max(VGG_LAYERS[name] for name in config.loss.vgg_layers)
-    vgg = sum(c * (h // s) * (w // s) for index, c, s in vgg_convs if index < deepest)
+    if config.loss.network == "vgg16":
+        deepest = max(VGG_LAYERS[name] for name in config.loss.vgg_layers)
+        vgg = sum(c * (h // s) * (w // s) for index, c, s in vgg_convs if index < deepest)
+    else:  # the offline texture network: one map bank per layer, at 1/f of the crop (128 maps, see texture_net)
+        vgg = sum(128 * -(-h // f) * -(-w // f) for name, f in TEXTURE_LAYERS.items() if name in config.loss.vgg_layers)
     return 4 * frames * (network + vgg)
 
 
@@ -323,7 +327,7 @@ def _build(run: _Run, style_image: torch.Tensor,
     and where the loss network's weights came from."""
     config, device = run.config, run.device
     state = RunState.create(config, model_config_of(config), device, run.use_scaler)
-    vgg = losses.VGGFeatures(config.vgg_weights, layers=config.loss.vgg_layers, device=device, seed=config.seed)
+    vgg = losses.build_loss_network(config.loss, config.vgg_weights, device=device, seed=config.seed)
     grams = losses.style_grams(vgg, style_image, list(config.loss.style_layer_weights))
     runner: nn.Module = PairLoss(state.model, vgg, grams, config.loss)
     if run.procs.distributed:
