@@ -70,7 +70,7 @@ def _usage_status(argv) -> int:
 def _frames(folder):
     import numpy as np
 
-    from reconet_lib.video import write_frames
+    from reconet_lib.frame_folders import write_frames
 
     return write_frames(folder, [np.zeros((8, 10, 3), np.uint8)] * 2)
 
@@ -139,7 +139,7 @@ def test_stylize_help_says_mp4_pads_odd_sizes_and_png_keeps_them(capsys):
 def test_pad_note_matches_what_video_output_does():
     import numpy as np
 
-    from reconet_lib.video import pad_to_even
+    from reconet_lib.frames import pad_to_even
 
     frame = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
     padded = pad_to_even(frame)

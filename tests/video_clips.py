@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reconet_lib import video
+from reconet_lib import codec
 
 T, H, W = 10, 48, 64
 
@@ -29,14 +29,14 @@ def smooth_clip(frames=T, height=H, width=W, seed=0) -> np.ndarray:
 
 def ffmpeg_streams(path: Path) -> list[str]:
     """The stream kinds (``Video``/``Audio``) that ``ffmpeg -i`` reports for a file, read from its stderr."""
-    result = subprocess.run([video.ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    result = subprocess.run([codec.ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
     return re.findall(r"Stream #0:\d+.*?: (Video|Audio): ", result.stderr)
 
 
 def make_clip_with_audio(path: Path, frames=T, fps=10) -> Path:
     """A test-pattern video with a sine tone, made by the bundled ffmpeg binary (lavfi sources)."""
     subprocess.run(
-        [video.ffmpeg_exe(), "-v", "error", "-y",
+        [codec.ffmpeg_exe(), "-v", "error", "-y",
          "-f", "lavfi", "-i", f"testsrc=size={W}x{H}:rate={fps}",
          "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000",
          "-frames:v", str(frames), "-t", f"{float(frames / Fraction(str(fps))):.6f}",
