@@ -44,7 +44,7 @@ from pathlib import Path
 
 from .config import REPOSITORY_URL, data_dir
 from .errors import ReconetError, UserInputError
-from .files import atomic_write_text
+from .files import RESUMABLE_SUFFIX, atomic_write_text, commit_part, resumable_part
 
 #: Environment variable naming a mirror: a local folder or a base URL that holds files by their file name.
 MIRROR_ENV = "RECONET_MIRROR"
@@ -425,7 +425,7 @@ def fetch(
     if _is_verified(res, final):
         return final
 
-    part = final.with_name(final.name + ".part")
+    part = resumable_part(final)
     online = downloads_allowed(allow_download)
     if mirror is None:
         mirror = os.environ.get(MIRROR_ENV) or None
@@ -453,7 +453,7 @@ def _finish(res: Resource, part: Path, final: Path, source: str) -> Path:
             + ".",
             reason=f"the file from {source} is not the expected file ({problem})",
         )
-    os.replace(part, final)
+    commit_part(part, final)
     _write_stamp(final, digest)
     return final
 
@@ -504,7 +504,7 @@ def _copy_with_progress(source: Path, part: Path, progress: bool) -> None:
 
 
 def _bar(tqdm, total: int | None, initial: int, part: Path, progress: bool):
-    name = part.name[: -len(".part")] if part.name.endswith(".part") else part.name
+    name = part.name[: -len(RESUMABLE_SUFFIX)] if part.name.endswith(RESUMABLE_SUFFIX) else part.name
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
                 desc=name, disable=not progress, leave=True)
 

@@ -209,12 +209,16 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        _swap_in(tmp, path)
+        swap_in(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _swap_in(new: Path, path: Path) -> None:
+def swap_in(new: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Move the finished folder ``new`` to ``path`` (a rename), replacing an existing folder there (see
+    :func:`atomic_folder`, which fills ``new`` and calls this)."""
+    new, path = Path(new), Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(10):
         old = None
         if os.path.lexists(path):

@@ -9,7 +9,7 @@ import torch
 
 from reconet_lib import codec, stylize, video
 
-from video_clips import H, T, W, make_clip_with_audio, smooth_clip
+from video_clips import VFR_TIMES, H, T, W, frame_and_audio_times, make_clip_with_audio, make_vfr_clip, smooth_clip
 
 
 def test_reduced_precision_choice_follows_the_precision_policy(monkeypatch):
@@ -243,3 +243,43 @@ def test_stylize_video_without_a_batch_size_calls_the_network_one_frame_at_a_tim
     monkeypatch.setattr(stylize.StylizeNetwork, "__call__", lambda self, batch: sizes.append(len(batch)) or real(self, batch))
     stylize.stylize_video(tiny_model, smooth_clip(frames=3), tmp_path / "frames", progress=False)
     assert sizes == [1, 1, 1]
+
+
+# ---------------------------------------------------------------------------------------------- timing kept
+
+
+def test_variable_frame_rate_clip_keeps_every_frame_time_and_the_whole_audio(tmp_path, tiny_model):
+    source = make_vfr_clip(tmp_path / "phone.mp4", audio_seconds=11)
+    assert frame_and_audio_times(source)[0] == pytest.approx(VFR_TIMES, abs=1e-3)
+    report = stylize.stylize_video(tiny_model, source, tmp_path / "out.mp4", progress=False)
+    times, audio_seconds = frame_and_audio_times(report.output)
+    assert times == pytest.approx(VFR_TIMES, abs=1e-3)  # evenly spaced frames would end at 1.9 s
+    assert audio_seconds == pytest.approx(11, abs=0.05)  # not cut to the video's length
+    with av_open(report.output) as out, av_open(source) as src:
+        assert out.streams.video[0].time_base == src.streams.video[0].time_base
+
+
+def test_variable_frame_rate_times_survive_a_frame_folder_and_back(tmp_path, tiny_model):
+    source = make_vfr_clip(tmp_path / "phone.mp4")
+    stylize.stylize_video(tiny_model, source, tmp_path / "frames", progress=False)
+    assert video.probe(tmp_path / "frames").time_base == video.probe(source).time_base
+    assert [float(t) for t, _ in video.read_timed_frames(tmp_path / "frames")] == pytest.approx(VFR_TIMES, abs=1e-6)
+    again = stylize.stylize_video(tiny_model, tmp_path / "frames", tmp_path / "again.mp4", progress=False)
+    assert frame_and_audio_times_video_only(again.output) == pytest.approx(VFR_TIMES, abs=1e-3)
+
+
+def test_an_explicit_output_rate_spaces_the_frames_evenly(tmp_path, tiny_model):
+    source = make_vfr_clip(tmp_path / "phone.mp4")
+    report = stylize.stylize_video(tiny_model, source, tmp_path / "out.mp4", fps=5, progress=False)
+    assert frame_and_audio_times_video_only(report.output) == pytest.approx([k / 5 for k in range(20)], abs=1e-3)
+
+
+def av_open(path):
+    import av
+
+    return av.open(str(path))
+
+
+def frame_and_audio_times_video_only(path) -> list[float]:
+    with av_open(path) as container:
+        return [float(frame.time) for frame in container.decode(video=0)]

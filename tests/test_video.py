@@ -14,7 +14,7 @@ from reconet_lib import codec, frame_folders, video, video_html
 from reconet_lib.frames import pad_to_even
 from reconet_lib.errors import UserInputError
 
-from video_clips import H, T, W, ffmpeg_streams, leftovers, make_clip_with_audio, smooth_clip
+from video_clips import H, T, W, ffmpeg_streams, frame_and_audio_times, leftovers, make_clip_with_audio, smooth_clip
 
 
 # ---------------------------------------------------------------------------------------------- writing and reading
@@ -234,3 +234,17 @@ def test_rotated_video_is_read_upright_at_the_size_probe_reports(tmp_path):
         pytest.skip("this ffmpeg cannot set a display rotation")
     assert video.probe(rotated).size == (W, H)
     assert next(video.read_frames(rotated)).shape == (W, H, 3)
+
+
+def test_audio_an_mp4_cannot_hold_is_re_encoded_as_aac_at_full_length(tmp_path):
+    source = tmp_path / "pcm.mov"
+    subprocess.run([codec.ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size={W}x{H}:rate=10:d=1",
+                    "-f", "lavfi", "-i", "sine=duration=2", "-c:v", "mjpeg", "-c:a", "pcm_s16le", str(source)],
+                   check=True, capture_output=True)
+    out = codec.write_video(tmp_path / "out.mp4", video.read_frames(source), fps=10, audio_from=source)
+    import av
+
+    with av.open(str(out)) as container:
+        assert container.streams.audio[0].codec_context.name == "aac"
+    assert frame_and_audio_times(out)[1] == pytest.approx(2.0, abs=0.05)
+    assert leftovers(tmp_path) == []
