@@ -338,3 +338,14 @@ def test_evaluate_refuses_a_size_beyond_memory_before_decoding(sequence, tmp_pat
     frame_folders.write_frames(tmp_path / "clip", list(sequence.frames))
     line = cli_error(capsys, "evaluate", tmp_path / "clip", tmp_path / "clip", "--size", "40000")
     assert "40000x30000" in line and "GiB" in line and "--size" in line
+
+
+def test_evaluate_prints_n_a_for_the_undefined_ratios_of_an_all_black_clip(tmp_path, capsys):
+    black = tmp_path / "black.mp4"
+    codec.write_video(black, np.zeros((6, 48, 64, 3), np.uint8), fps=10)
+    status = cli.main(["evaluate", str(black), str(black), "--names", "same"])
+    out = capsys.readouterr().out
+    assert status == 0
+    ratio_rows = [line for line in out.splitlines() if "ratio to input" in line]
+    assert ratio_rows and all(line.split()[-2:] == ["n/a", "n/a"] for line in ratio_rows), out
+    assert "1.00" not in out and "n/a: ratio undefined" in out
