@@ -173,3 +173,19 @@ def test_text_file_as_checkpoint_says_it_is_not_a_pytorch_file(tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a PyTorch checkpoint file" in err and "KeyError" not in err, err
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_resume_on_a_folder_without_a_run_is_an_error_unless_asked_to_start(tmp_path, capsys, monkeypatch):
+    from reconet_lib.train import command
+
+    started = []
+    monkeypatch.setattr(command, "train", lambda config, resume, progress: started.append(resume) or
+                        type("Result", (), {"finished": True})())
+    for folder in (tmp_path / "mistyped", tmp_path / "empty"):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        assert cli.main(["train", "-o", str(folder), "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(folder) in err and "--resume-or-start" in err, err
+    assert started == []
+    assert cli.main(["train", "-o", str(tmp_path / "empty"), "--resume-or-start"]) == 0
+    assert started == [True]
