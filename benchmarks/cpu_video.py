@@ -42,7 +42,7 @@ from video import draw_clip  # noqa: E402  (the benchmark folder's shared test s
 
 from reconet_lib import memory  # noqa: E402
 from reconet_lib import precision  # noqa: E402
-from reconet_lib import video  # noqa: E402
+from reconet_lib import codec, stylize  # noqa: E402
 from reconet_lib.network import ReCoNet, count_flops  # noqa: E402
 
 
@@ -105,9 +105,9 @@ def main() -> None:
           f"frame -> float32 roofline {roofline:.2f} frames/s")
 
     with tempfile.TemporaryDirectory(prefix="reconet-cpu-video-") as tmp:
-        clip = video.write_video(Path(tmp) / "clip.mp4", draw_clip(args.frames, 2 * height, 2 * width), fps=30)
+        clip = codec.write_video(Path(tmp) / "clip.mp4", draw_clip(args.frames, 2 * height, 2 * width), fps=30)
         naive = naive_loop(model, clip, Path(tmp) / "naive.mp4", (height, width), args.frames)
-        result = video.stylize_video(model, clip, Path(tmp) / "library.mp4", device=device, size=(height, width),
+        result = stylize.stylize_video(model, clip, Path(tmp) / "library.mp4", device=device, size=(height, width),
                                      batch_size=args.batch_size, progress=False)
         naive_reused = naive_loop(model, clip, Path(tmp) / "naive2.mp4", (height, width), args.frames)
     library = result.end_to_end_fps

@@ -86,7 +86,7 @@ TRAIN_PRECISIONS = {"bf16": (torch.bfloat16, False), "fp16": (torch.float16, Tru
 def video_functions():
     """``(stylize_video, write_video)``: the one place this script names the video modules."""
     from reconet_lib.stylize import stylize_video
-    from reconet_lib.video import write_video
+    from reconet_lib.codec import write_video
 
     return stylize_video, write_video
 

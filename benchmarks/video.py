@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from reconet_lib import precision as policy
-from reconet_lib import video
+from reconet_lib import codec, stylize, video
 from reconet_lib.sizes import size_arg
 from reconet_lib.stylize import StylizeNetwork
 
@@ -83,7 +83,7 @@ def child(args) -> None:
     network_alone_fps(model, device, args.height, args.width, args.batch_size, half, seconds=0.5)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    report = video.stylize_video(model, args.clip, args.output, device=device, batch_size=args.batch_size,
+    report = stylize.stylize_video(model, args.clip, args.output, device=device, batch_size=args.batch_size,
                                  half=half, progress=False)
     print(json.dumps({
         "frames": report.frames,
@@ -121,7 +121,7 @@ def main() -> None:
     lengths = tuple(args.lengths) if args.lengths else ((12, 48) if args.quick else (60, 240))
     device = policy.parse_device(args.device)
     half = False if args.no_half else None
-    precision = video.resolve_precision(device, half)
+    precision = stylize.resolve_precision(device, half)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, preset {args.preset!r} with RANDOM "
           f"weights (speed only), {height}x{width} frames, batch {args.batch_size}, "
@@ -136,7 +136,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="reconet-bench-") as tmp:
         rows = []
         for frames in lengths:
-            clip = video.write_video(Path(tmp) / f"clip_{frames}.mp4", draw_clip(frames, height, width), fps=30)
+            clip = codec.write_video(Path(tmp) / f"clip_{frames}.mp4", draw_clip(frames, height, width), fps=30)
             command = [sys.executable, __file__, "--child", "--device", str(device), "--preset", args.preset,
                        "--batch-size", str(args.batch_size), "--clip", str(clip), "--output",
                        str(Path(tmp) / f"out_{frames}.mp4"), "--height", str(height), "--width", str(width)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -66,22 +67,30 @@ def _read(path: Path, map_location: str | torch.device = "cpu") -> Any:
     if path.stat().st_size == 0:
         raise UserInputError(f"{path} is empty (0 bytes), not a ReCoNet checkpoint")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return safe_torch_load(path, map_location)
     except Exception as exc:  # pickle, zip and format errors all mean: not a checkpoint we can read
         raise UserInputError(
-            f"{path} is not a readable ReCoNet checkpoint ({_load_failure_cause(path, exc)}); "
+            f"{path} is not a readable ReCoNet checkpoint ({describe_load_failure(path, exc)}); "
             "pass a .pt file written by `reconet train`"
         ) from None
+
+
+def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` without torch's warnings on stderr (the caller explains a failure)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 #: How files written by ``torch.save`` begin: a zip archive (PyTorch >= 1.6) or a pickle (the legacy format).
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _PICKLE_MAGIC = b"\x80"
-_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_UNSUPPORTED_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")
 
 
-def _load_failure_cause(path: Path, exc: Exception) -> str:
-    """Why ``torch.load`` failed on ``path``, in words a user understands (never a bare ``KeyError: 101``)."""
+def describe_load_failure(path: str | os.PathLike, exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` failed on ``path``, in words a user understands (never a bare
+    ``KeyError: 101``, and never torch's advice to load with ``weights_only=False``, which runs stored code)."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(4096)
@@ -93,11 +102,19 @@ def _load_failure_cause(path: Path, exc: Exception) -> str:
     message = str(exc)
     unsupported = _UNSUPPORTED_GLOBAL.search(message)
     if unsupported:
-        return (f"it stores a Python object ({unsupported.group(1)}) that safe loading (weights_only=True) refuses; "
-                "a ReCoNet checkpoint holds only tensors and plain values")
+        return (f"it holds code or a Python object ({unsupported.group(1)}) that safe loading (weights_only=True) "
+                "refuses to run; only tensors and plain values are loaded. Use a file you trust that holds weights "
+                "only")
     if isinstance(exc, (KeyError, IndexError, EOFError)) or "zip archive" in message or "Weights only load failed" in message:
         return "a PyTorch file that is damaged or incomplete, e.g. cut off while being copied or written"
-    return f"{type(exc).__name__}: {first_line(exc, 120)}"
+    return f"{type(exc).__name__}: {first_line(exc, 120)}".replace("weights_only", "safe loading")
+
+
+def state_dict_mismatch(exc: BaseException) -> str:
+    """The first specific line of ``load_state_dict``'s error (a key and its shapes), not its heading."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = [line for line in lines if not line.startswith("Error(s) in loading state_dict")]
+    return (detail or lines or [type(exc).__name__])[0][:300]
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -197,7 +214,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         model = ReCoNet(ReCoNetConfig.from_dict(payload["model_config"]))
         model.load_state_dict(payload["model"])
     except (TypeError, KeyError, RuntimeError) as exc:
-        raise UserInputError(f"{path}: the stored model does not match its config ({first_line(exc)})") from None
+        raise UserInputError(f"{path}: the stored model does not match its config ({state_dict_mismatch(exc)}); "
+                             "it was written by another version of the network: retrain or use its own code") from None
     model.style_name = payload["style_name"]
     model.style_sha256 = payload["style_sha256"]
     model.to(device=device or "cpu", dtype=dtype)

@@ -6,7 +6,9 @@ Each sub-command lives in the module it belongs to and registers itself through 
 Every error a user can cause ends as one line on stderr and a non-zero exit status, never a traceback:
 the library's own errors (:class:`~reconet_lib.errors.ReconetError`, including bad values, which are
 :class:`~reconet_lib.errors.UserInputError` at their source), file-system errors (missing or read-only files,
-a full disk), running out of memory, and interruptions (Ctrl-C: 130; SIGTERM during training: 143). A
+a full disk), running out of memory, and interruptions: SIGINT (Ctrl-C), SIGTERM and SIGHUP all stop a command
+the same way, with one line and the shell's status for the signal (130, 143, 129); what the command was writing is
+removed as it unwinds (training saves its last completed step first, see :mod:`reconet_lib.train.loop`). A
 traceback still means a bug in the library. Usage errors (a bad option value, a missing argument) are one line
 too, ``reconet stylize: error: <what is wrong> (see reconet stylize --help)``, with exit status 2: every parser
 is a :class:`OneLineParser`.
@@ -14,8 +16,11 @@ is a :class:`OneLineParser`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import signal
 import sys
+from typing import Iterator
 
 from .errors import ReconetError, TrainingInterrupted, first_line
 
@@ -23,6 +28,35 @@ from .errors import ReconetError, TrainingInterrupted, first_line
 USER_ERROR = 2
 #: Exit status after Ctrl-C (128 + SIGINT).
 INTERRUPTED = 130
+#: Signals that stop every command as Ctrl-C does (where the system has them).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal, raised in the main thread like Ctrl-C's ``KeyboardInterrupt``; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+@contextlib.contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """For the ``with`` block, SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` (once: a repeated signal is
+    ignored while the command unwinds and removes its temporaries). Main thread only; restores the handlers."""
+    received: list[int] = []
+
+    def handler(signum, frame):
+        if not received:
+            received.append(signum)
+            raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -68,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # usage errors: one line, SystemExit(2); --help: SystemExit(0)
     try:
-        result = args.func(args)
+        with stop_signals_interrupt():
+            result = args.func(args)
     except TrainingInterrupted as exc:
         return _fail(args, str(exc), exc.exit_status)
     except ReconetError as exc:
@@ -77,14 +112,16 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, describe_os_error(exc), USER_ERROR)
     except MemoryError:
         return _fail(args, "out of memory; try a smaller size or batch (--crop, --size, --batch-size)", USER_ERROR)
-    except KeyboardInterrupt:
-        return _fail(args, "interrupted", INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        return _fail(args, f"interrupted by {signal.Signals(signum).name}; unfinished outputs were removed",
+                     128 + signum, error=False)
     return int(result or 0)
 
 
-def _fail(args: argparse.Namespace, message: str, status: int) -> int:
-    print(f"reconet {args.command}: error: {message}" if status != INTERRUPTED else
-          f"reconet {args.command}: {message}", file=sys.stderr)
+def _fail(args: argparse.Namespace, message: str, status: int, *, error: bool = True) -> int:
+    print(f"reconet {args.command}: error: {message}" if error else f"reconet {args.command}: {message}",
+          file=sys.stderr)
     return status
 
 

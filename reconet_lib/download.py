@@ -24,27 +24,29 @@ written if a single member would land outside the target folder.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import json
+import lzma
 import os
 import posixpath
 import shutil
 import socket
 import stat
 import tarfile
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import REPOSITORY_URL, data_dir
 from .errors import ReconetError, UserInputError
-from .files import atomic_write_text
+from .files import RESUMABLE_SUFFIX, atomic_write_text, commit_part, partial_path, resumable_part, sweep_stale
 
 #: Environment variable naming a mirror: a local folder or a base URL that holds files by their file name.
 MIRROR_ENV = "RECONET_MIRROR"
@@ -425,7 +427,7 @@ def fetch(
     if _is_verified(res, final):
         return final
 
-    part = final.with_name(final.name + ".part")
+    part = resumable_part(final)
     online = downloads_allowed(allow_download)
     if mirror is None:
         mirror = os.environ.get(MIRROR_ENV) or None
@@ -453,7 +455,7 @@ def _finish(res: Resource, part: Path, final: Path, source: str) -> Path:
             + ".",
             reason=f"the file from {source} is not the expected file ({problem})",
         )
-    os.replace(part, final)
+    commit_part(part, final)
     _write_stamp(final, digest)
     return final
 
@@ -504,7 +506,7 @@ def _copy_with_progress(source: Path, part: Path, progress: bool) -> None:
 
 
 def _bar(tqdm, total: int | None, initial: int, part: Path, progress: bool):
-    name = part.name[: -len(".part")] if part.name.endswith(".part") else part.name
+    name = part.name[: -len(RESUMABLE_SUFFIX)] if part.name.endswith(RESUMABLE_SUFFIX) else part.name
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
                 desc=name, disable=not progress, leave=True)
 
@@ -611,6 +613,63 @@ class _Entry:
     name: str  # normalised, relative, '/'-separated
     kind: str  # "file", "dir", "symlink", "hardlink"
     link: str | None = None  # symlink target (as stored) or hardlink target (archive path)
+    size: int = 0  # bytes the member declares it unpacks to (files only)
+
+
+#: Default limit on the bytes one extraction writes (``$RECONET_EXTRACT_MAX_BYTES`` or ``max_bytes=`` change it):
+#: above the largest archive the project uses (Scene Flow's, ~200 GB unpacked).
+EXTRACT_MAX_BYTES = 512 * 2**30
+#: Default limit on unpacked size / archive size (``$RECONET_EXTRACT_MAX_RATIO`` or ``max_ratio=``): image and
+#: flow archives unpack to 1-5 times their size; an archive bomb to thousands of times.
+EXTRACT_MAX_RATIO = 100.0
+MAX_BYTES_ENV, MAX_RATIO_ENV = "RECONET_EXTRACT_MAX_BYTES", "RECONET_EXTRACT_MAX_RATIO"
+#: Errors of a damaged or truncated archive, as zipfile, tarfile and the decompressors raise them.
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError)
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """How much one extraction may write: ``max_bytes`` in all, at most ``max_ratio`` times the archive's size."""
+
+    max_bytes: int
+    max_ratio: float
+    archive_bytes: int
+
+    @property
+    def allowed(self) -> int:
+        return int(min(self.max_bytes, self.max_ratio * max(self.archive_bytes, 1)))
+
+    def check(self, total: int, archive: Path, *, declared: bool) -> None:
+        """Refuse ``total`` unpacked bytes above the limits; the message gives the numbers and how to raise them."""
+        if total <= self.allowed:
+            return
+        what = "declares" if declared else "has written"
+        if total > self.max_bytes:
+            limit = (f"the limit of {format_bytes(self.max_bytes)} per extraction; raise it with "
+                     f"{MAX_BYTES_ENV}=<bytes> (or max_bytes=) if the archive is trusted")
+        else:
+            limit = (f"{self.max_ratio:g} times its size ({format_bytes(self.archive_bytes)}), an archive bomb's "
+                     f"mark; raise it with {MAX_RATIO_ENV}=<ratio> (or max_ratio=) if the archive is trusted")
+        raise UserInputError(f"{archive}: refusing to extract, it {what} {format_bytes(total)} unpacked, more "
+                             f"than {limit}")
+
+
+def _limits(archive: Path, max_bytes: int | None, max_ratio: float | None) -> _Limits:
+    def setting(value, env: str, default, kind):
+        if value is None:
+            text = os.environ.get(env)
+            if not text:
+                return default
+            try:
+                value = kind(text)
+            except ValueError:
+                raise UserInputError(f"{env}={text!r} is not a number; give e.g. {kind(default)!r}") from None
+        if not value > 0:
+            raise UserInputError(f"the extraction limit {env.split('_')[-1].lower()}={value!r} must be positive")
+        return value
+
+    return _Limits(setting(max_bytes, MAX_BYTES_ENV, EXTRACT_MAX_BYTES, int),
+                   setting(max_ratio, MAX_RATIO_ENV, EXTRACT_MAX_RATIO, float), archive.stat().st_size)
 
 
 def extract(
@@ -618,8 +677,16 @@ def extract(
     target_dir: str | os.PathLike,
     *,
     members: Iterable[str] | None = None,
+    max_bytes: int | None = None,
+    max_ratio: float | None = None,
 ) -> Path:
     """Unpack a zip or tar(.gz/.bz2/.xz) archive into ``target_dir`` safely and restartably.
+
+    Size: the members' declared sizes are added up first and refused above ``max_bytes`` (default
+    :data:`EXTRACT_MAX_BYTES`, ``$RECONET_EXTRACT_MAX_BYTES``) or above ``max_ratio`` times the archive's size
+    (default :data:`EXTRACT_MAX_RATIO`, ``$RECONET_EXTRACT_MAX_RATIO``), or when the disk has less free space; the
+    bytes actually written are counted against the same limits while unpacking. Two members of one name are
+    refused (one would silently replace the other). Every error names the archive and says what to do.
 
     Every member is checked before anything is written: absolute paths, ``..`` components, links that
     point outside ``target_dir``, paths through links, and special files (devices, FIFOs) are refused
@@ -634,6 +701,8 @@ def extract(
         archive: path of the ``.zip`` / ``.tar`` / ``.tar.gz`` / ``.tgz`` / ``.tar.bz2`` / ``.tar.xz`` file.
         target_dir: folder to extract into (created if needed; existing files are merged).
         members: optional member names to extract; a folder name selects everything under it.
+        max_bytes: the most bytes to unpack (see above).
+        max_ratio: the most unpacked bytes per byte of archive (see above).
     Returns:
         ``Path(target_dir)``.
     """
@@ -651,24 +720,64 @@ def extract(
     except (OSError, ValueError):
         pass
 
+    limits = _limits(archive, max_bytes, max_ratio)
     kind = _archive_kind(archive)
-    entries = _zip_entries(archive) if kind == "zip" else _tar_entries(archive)
+    try:
+        entries = _zip_entries(archive) if kind == "zip" else _tar_entries(archive)
+    except _ARCHIVE_ERRORS as exc:
+        raise _damaged(archive, exc) from None
+    _check_unique(entries, archive)
     selected = _select(entries, wanted, archive)
     _check_safe(entries, archive)
+    declared = sum(e.size for e in selected)
+    limits.check(declared, archive, declared=True)
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.extracting-", dir=target.parent))
+    _check_free_space(target.parent, declared, archive)
+    sweep_stale(target.parent / f"{target.name}.extracting")
+    tmp = partial_path(target.parent / f"{target.name}.extracting")
+    tmp.mkdir()  # the user's umask applies (tempfile.mkdtemp would make it 0700, and the renamed target too)
     try:
         if kind == "zip":
-            _unpack_zip(archive, selected, tmp)
+            _unpack_zip(archive, selected, tmp, limits)
         else:
-            _unpack_tar(archive, {e.name for e in selected}, tmp)
+            _unpack_tar(archive, {e.name for e in selected}, tmp, limits)
         _check_tree_inside(tmp, archive)
         _merge_into(tmp, target, archive)
+    except UserInputError:
+        raise
+    except _ARCHIVE_ERRORS as exc:
+        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            raise UserInputError(f"{archive}: the disk under {target.parent} filled up while extracting; free some "
+                                 "space or extract elsewhere (nothing was merged into the target)") from None
+        raise _damaged(archive, exc) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     atomic_write_text(stamp, json.dumps(record))
     return target
+
+
+def _damaged(archive: Path, exc: BaseException) -> UserInputError:
+    reason = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
+    return UserInputError(f"{archive} is damaged or truncated ({reason}); download it again "
+                          "(reconet_lib.download.fetch checks size and sha256)")
+
+
+def _check_unique(entries: list[_Entry], archive: Path) -> None:
+    """Refuse two members of one name (folders listed twice excepted): one would silently replace the other."""
+    seen: dict[str, str] = {}
+    for e in entries:
+        if e.name in seen and not (e.kind == "dir" and seen[e.name] == "dir"):
+            raise UserInputError(f"{archive}: refusing to extract, it holds two members named {e.name!r} and only "
+                                 "one can be kept; rebuild the archive without the duplicate")
+        seen[e.name] = e.kind
+
+
+def _check_free_space(folder: Path, declared: int, archive: Path) -> None:
+    free = shutil.disk_usage(folder).free
+    if declared > free:
+        raise UserInputError(f"{archive} unpacks to {format_bytes(declared)} but {folder} has only "
+                             f"{format_bytes(free)} free; free some space or extract elsewhere")
 
 
 def _stamp_name(archive: Path, wanted: list[str] | None) -> str:
@@ -708,7 +817,7 @@ def _zip_entries(archive: Path) -> list[_Entry]:
             elif info.is_dir():
                 entries.append(_Entry(name.rstrip("/"), "dir"))
             else:
-                entries.append(_Entry(name, "file"))
+                entries.append(_Entry(name, "file", size=info.file_size))
     return [e for e in entries if e.name]
 
 
@@ -724,7 +833,7 @@ def _tar_entries(archive: Path) -> list[_Entry]:
             elif info.isdir():
                 entries.append(_Entry(name, "dir"))
             elif info.isfile():
-                entries.append(_Entry(name, "file"))
+                entries.append(_Entry(name, "file", size=info.size))
             else:
                 raise UserInputError(
                     f"{archive.name}: refusing member {info.name!r}: devices, FIFOs and other special files "
@@ -800,7 +909,8 @@ def _select(entries: list[_Entry], wanted: list[str] | None, archive: Path) -> l
     return chosen
 
 
-def _unpack_zip(archive: Path, selected: list[_Entry], root: Path) -> None:
+def _unpack_zip(archive: Path, selected: list[_Entry], root: Path, limits: _Limits) -> None:
+    written = 0
     with zipfile.ZipFile(archive) as zf:
         infos = {}
         for info in zf.infolist():
@@ -815,16 +925,21 @@ def _unpack_zip(archive: Path, selected: list[_Entry], root: Path) -> None:
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(infos[e.name]) as src, open(path, "wb") as dst:
-                    shutil.copyfileobj(src, dst, _CHUNK)
+                    for chunk in iter(lambda: src.read(_CHUNK), b""):
+                        written += len(chunk)
+                        limits.check(written, archive, declared=False)
+                        dst.write(chunk)
 
 
-def _unpack_tar(archive: Path, names: set[str], root: Path) -> None:
+def _unpack_tar(archive: Path, names: set[str], root: Path, limits: _Limits) -> None:
+    written = 0
     with tarfile.open(archive, "r:*") as tf:
-        chosen = [m for m in tf.getmembers() if _normalise(m.name, archive).rstrip("/") in names]
-        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.12: a second, independent safety net
-            tf.extractall(root, members=chosen, filter="data")
-        else:  # pragma: no cover - older Pythons; the checks above already ran
-            tf.extractall(root, members=chosen)
+        for member in tf.getmembers():
+            if _normalise(member.name, archive).rstrip("/") not in names:
+                continue
+            written += member.size if member.isfile() else 0
+            limits.check(written, archive, declared=False)
+            tf.extract(member, root, filter="data")  # tarfile's own safety net, beside the checks above
 
 
 def _check_tree_inside(root: Path, archive: Path) -> None:

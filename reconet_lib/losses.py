@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checkpoint import describe_load_failure, safe_torch_load
 from .errors import UserInputError
 from .flow import resize_flow
 from .texture_net import TEXTURE_LAYERS, RandomTextureFeatures, check_texture_layers
@@ -161,6 +162,7 @@ class VGGFeatures(nn.Module):
         """Features of ``x`` ``(B, 3, H, W)`` in [0, 1] at ``layers`` (default: all built layers)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise UserInputError(f"VGGFeatures expects RGB images (B, 3, H, W) in [0, 1]; got {tuple(x.shape)}")
+        check_image_values(x, "VGGFeatures")
         wanted = self.layers if layers is None else _check_layers(layers)
         missing = [name for name in wanted if name not in self.layers]
         if missing:
@@ -230,10 +232,10 @@ def _load_state_file(path: Path) -> Mapping[str, torch.Tensor]:
     if not path.is_file():
         raise UserInputError(f"VGG-16 weights file {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = safe_torch_load(path)
     except Exception as exc:  # pickle errors, truncated zip files, non-tensor objects
         raise UserInputError(
-            f"{path} could not be read as a PyTorch state dict ({type(exc).__name__}: {exc}); it should be "
+            f"{path} could not be read as a PyTorch state dict ({describe_load_failure(path, exc)}); it should be "
             "torchvision's vgg16-397923af.pth or another torch.save'd vgg16 state dict"
         ) from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -255,6 +257,27 @@ def _resolve_state_dict(weights: str | os.PathLike, *, progress: bool) -> Mappin
 # ----------------------------------------------------------------------------------------------------------
 
 
+#: Values an image may take and still count as [0, 1] (an unclamped network output overshoots a little).
+IMAGE_RANGE_MARGIN = 1.0
+
+
+def check_image_values(img: torch.Tensor, what: str) -> None:
+    """Refuse NaN, and values beyond [0, 1] by more than :data:`IMAGE_RANGE_MARGIN` (0..255 images, say).
+
+    Raises:
+        UserInputError: names ``what``, the range found and the fix.
+    """
+    if img.numel() == 0:
+        return
+    low, high = (float(v) for v in torch.aminmax(img.detach().float()))
+    if math.isnan(low) or math.isnan(high):
+        raise UserInputError(f"{what} got NaN values; the images (or the network output) diverged: check the "
+                             "inputs and lower the learning rate")
+    if low < -IMAGE_RANGE_MARGIN or high > 1 + IMAGE_RANGE_MARGIN:
+        raise UserInputError(f"{what} expects images in [0, 1] but got values in [{low:g}, {high:g}]; "
+                             "divide 0..255 images by 255 first")
+
+
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """Gram matrices ``G[b, i, j] = sum_p F[b, i, p] F[b, j, p] / (C H W)``, in float32 even under autocast.
 
@@ -265,6 +288,9 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """
     if features.dim() != 4:
         raise UserInputError(f"gram_matrix expects features (B, C, H, W); got {tuple(features.shape)}")
+    if features.numel() == 0:
+        raise UserInputError(f"gram_matrix got empty features {tuple(features.shape)} (a 0-sized dimension), whose "
+                             "Gram matrix is 0/0; give at least one channel and pixel")
     b, c, h, w = features.shape
     with torch.autocast(device_type=features.device.type, enabled=False):
         flat = features.float().reshape(b, c, h * w)
@@ -342,6 +368,7 @@ def tv_loss(img: torch.Tensor, kind: str = "squared") -> torch.Tensor:
         raise UserInputError(f"tv_loss expects (B, C, H, W); got {tuple(img.shape)}")
     if kind not in ("squared", "absolute"):
         raise UserInputError(f"tv_loss: kind must be 'squared' or 'absolute'; got {kind!r}")
+    check_image_values(img, "tv_loss")
     x = img.float()
     dx = x[..., :, 1:] - x[..., :, :-1]
     dy = x[..., 1:, :] - x[..., :-1, :]

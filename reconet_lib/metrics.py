@@ -453,12 +453,15 @@ class EvaluationTable:
         return self.errors[name][metric].mean
 
     def ratio(self, metric: str, name: str) -> float:
-        """``metric`` of ``name`` divided by the input's own: how much flicker the stylisation adds."""
+        """``metric`` of ``name`` divided by the input's own: how much flicker the stylisation adds.
+
+        NaN where it is undefined: the input's own error is 0 (a still or all-black clip) or a value is NaN.
+        """
         base = self.value(metric, "input")
         value = self.value(metric, name)
-        if math.isnan(base) or math.isnan(value):
+        if math.isnan(base) or math.isnan(value) or base <= 0:
             return math.nan
-        return value / base if base > 0 else (math.inf if value > 0 else 1.0)
+        return value / base
 
     def rows(self) -> list[dict]:
         """One dict per (metric, column): ``metric``, ``version``, ``value``, ``ratio_to_input``."""
@@ -476,13 +479,22 @@ class EvaluationTable:
             reversed_ = any(self.errors[n][m].time_reversed for n in self.names)
             label = m + (" (reversed)" if reversed_ else "")
             lines.append(f"{label:<20}" + "".join(f"{self.value(m, n):>{width}.{digits}f}" for n in self.names))
-            lines.append(f"{'  ratio to input':<20}" + "".join(f"{self.ratio(m, n):>{width}.2f}" for n in self.names))
+            lines.append(f"{'  ratio to input':<20}" + "".join(f"{_ratio_text(self.ratio(m, n)):>{width}}"
+                                                               for n in self.names))
+        if any(math.isnan(self.ratio(m, n)) for m in self.metrics for n in self.names):
+            lines.append("n/a: ratio undefined (the input's own error is 0, e.g. a still or all-black clip, or no "
+                         "valid pixel)")
         lines.append(f"flows: {self.flow_source}; images in [0, 1], mean squared error per valid pixel and channel, no square root")
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.to_text()
+
+
+def _ratio_text(ratio: float) -> str:
+    """A ratio with two decimals, or ``n/a`` where it is undefined (NaN)."""
+    return "n/a" if math.isnan(ratio) else f"{ratio:.2f}"
 
 
 def evaluate_versions(

@@ -3,7 +3,10 @@
 :func:`stylize_video` runs the network on batches of frames while a reader thread decodes the next frames and a
 writer thread encodes the previous ones, through bounded queues (memory does not grow with the video's length):
 
-    read_frames --(uint8 batches)--> network (this thread) --(uint8 batches)--> write_video / write_frames
+    read_timed_frames --(uint8 batches)--> network (this thread) --(uint8 batches)--> write_timed_video / write_timed_frames
+
+Every frame is written at its source time (a variable-frame-rate phone clip keeps its timing, and its audio stays
+in sync) unless an output frame rate is given, which spaces the frames evenly.
 
 The network runs as :class:`StylizeNetwork` runs it: device and precision come from
 :mod:`reconet_lib.precision`; on a CPU a :class:`~reconet_lib.network.ReCoNet` always goes through
@@ -19,12 +22,14 @@ caller as the error it is (for a user's fault: one :class:`~reconet_lib.errors.U
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import os
 import queue
 import threading
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
@@ -36,8 +41,11 @@ from .errors import UserInputError
 from .network import ReCoNet, optimize_for_inference
 from .precision import inference_autocast, parse_device
 from .sizes import Size, check_size, format_size, resolve_size, size_arg
-from .video import (DEFAULT_FPS, VIDEO_SUFFIXES, check_fps, prepared_output, probe, read_frames, write_frames,
-                    write_video)
+from .codec import VIDEO_SUFFIXES, write_timed_video
+from .files import prepared_output
+from .frame_folders import is_output_name, write_timed_frames
+from .frames import DEFAULT_FPS, check_fps, constant_times
+from .video import probe, read_timed_frames
 
 #: Batches each queue between the pipeline's stages holds (decoded, and stylised waiting to be encoded).
 QUEUE_BATCHES = 3
@@ -220,6 +228,7 @@ class _Job:
     output: Path
     to_video: bool
     fps: float
+    time_base: Fraction | None  # the source's, when its frame times are kept; None: evenly spaced at ``fps``
     audio_from: Path | None
     size: Size | None
     frame_size: tuple[int, int]
@@ -245,6 +254,7 @@ def _plan(source, output, *, batch_size, size, fps, side_by_side, allow_short) -
         raise UserInputError(f"the output {output} is the input; choose another output path")
     return _Job(
         source=source, output=output, to_video=to_video, fps=fps or info.fps or DEFAULT_FPS,
+        time_base=info.time_base if fps is None else None,
         audio_from=info.path if (to_video and info.has_audio) else None, size=size,
         frame_size=resolve_size(size, info.size), frame_count=info.frame_count, batch_size=batch_size,
         side_by_side=side_by_side, allow_short=allow_short,
@@ -272,6 +282,7 @@ class _Pipeline:
         self.decoded: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
         self.stylised: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
         self.writer_errors: list[BaseException] = []
+        self.times: collections.deque[Fraction] = collections.deque()  # of frames decoded, not yet written
         self.reader = threading.Thread(target=self._read, name="reconet-decode", daemon=True)
         self.writer = threading.Thread(target=self._write, name="reconet-encode", daemon=True)
 
@@ -315,9 +326,11 @@ class _Pipeline:
         job = self.job
         try:
             batch: list[np.ndarray] = []
-            with contextlib.closing(read_frames(job.source, size=job.size, allow_short=job.allow_short)) as frames:
-                for frame in frames:
+            timed = read_timed_frames(job.source, size=job.size, allow_short=job.allow_short)
+            with contextlib.closing(timed):
+                for seconds, frame in timed:
                     batch.append(frame)
+                    self.times.append(seconds)
                     if len(batch) == job.batch_size:
                         if not _put(self.decoded, _as_batch(batch, self.pin), self.stop):
                             return
@@ -328,7 +341,9 @@ class _Pipeline:
         except BaseException as exc:  # handed to the main thread, which re-raises it
             _put(self.decoded, _Failure(exc), self.stop)
 
-    def _frames_to_write(self) -> Iterator[np.ndarray]:
+    def _frames_to_write(self, step: Fraction | None) -> Iterator[tuple[Fraction, np.ndarray]]:
+        """``(time, frame)`` to write: at the source's times, or ``step`` seconds apart when retimed."""
+        index = 0
         while True:
             item = _get(self.stylised, self.stop)
             if item is _END:
@@ -336,15 +351,19 @@ class _Pipeline:
             inputs, outputs = item
             if self.job.side_by_side:
                 outputs = np.concatenate([inputs, outputs], axis=2)
-            yield from outputs
+            for frame in outputs:
+                yield (index * step if step is not None else self.times.popleft()), frame
+                index += 1
 
     def _write(self) -> None:
         job = self.job
+        time_base, step = (job.time_base, None) if job.time_base is not None else constant_times(job.fps)
         try:
             if job.to_video:
-                write_video(job.output, self._frames_to_write(), job.fps, audio_from=job.audio_from)
+                write_timed_video(job.output, self._frames_to_write(step), time_base, fps=job.fps,
+                                  audio_from=job.audio_from)
             else:
-                write_frames(job.output, self._frames_to_write())
+                write_timed_frames(job.output, self._frames_to_write(step), time_base)
         except BaseException as exc:
             self.writer_errors.append(exc)
             self.stop.set()
@@ -418,7 +437,7 @@ def stylize_video(
 
     Args:
         model: a network taking and returning ``(B, 3, H, W)`` images in [0, 1] (e.g. from ``load_model``).
-        source: a video file, a folder of frames, or ``(H, W, 3)`` uint8 frames (see :func:`~.video.read_frames`).
+        source: a video file, a folder of frames, or ``(H, W, 3)`` uint8 frames (see :func:`~.video.read_timed_frames`).
         output: an ``.mp4`` file (H.264, source frame rate and audio kept) or a folder (PNG frames).
         device: where to run the model (``"cpu"``, ``"cuda:1"``, a ``torch.device``); default: where its
             parameters are. The model is moved there.
@@ -427,7 +446,7 @@ def stylize_video(
             (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), ``True`` = always half, ``False`` = fp32.
         side_by_side: write ``input | output`` next to each other (the output is twice as wide).
         size: resize the input first: ``N`` = longer side in pixels, or ``(H, W)`` (see :mod:`reconet_lib.sizes`).
-        fps: frame rate of an ``.mp4`` output; default the source's (:data:`~.video.DEFAULT_FPS` for folders/arrays).
+        fps: frame rate of an ``.mp4`` output; default the source's (:data:`~.frames.DEFAULT_FPS` for folders/arrays); without it every frame keeps its source time.
         progress: show a ``tqdm.auto`` progress bar.
         allow_short: accept a damaged video that yields fewer frames than its container announces.
     Returns:
@@ -443,7 +462,7 @@ def stylize_video(
     job = _plan(source, output, batch_size=batch_size, size=size, fps=fps, side_by_side=side_by_side,
                 allow_short=allow_short)
     check_finite_weights(model)
-    with prepared_output(job.output, is_folder=not job.to_video):
+    with prepared_output(job.output, is_folder=not job.to_video, replaceable=is_output_name):
         network = StylizeNetwork(model, device, half)
         check_memory(model, job.frame_size, batch_size, network.device)
         return _run(job, network, progress)
@@ -492,7 +511,7 @@ def run_stylize_command(args: argparse.Namespace) -> int:
         args.batch_size = default_batch_size(device)
     job = _plan(args.input, args.output, batch_size=args.batch_size, size=args.size, fps=args.fps,
                 side_by_side=args.side_by_side, allow_short=args.allow_short)
-    with prepared_output(job.output, is_folder=not job.to_video):
+    with prepared_output(job.output, is_folder=not job.to_video, replaceable=is_output_name):
         model = load_model(args.checkpoint, device=device)
         check_finite_weights(model, what=f"the checkpoint {args.checkpoint}")
         report = stylize_video(

@@ -38,8 +38,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -49,7 +47,7 @@ import torch
 
 from . import sintel
 from .errors import UserInputError
-from .files import atomic_write_text
+from .files import atomic_write_text, partial_path, swap_in, sweep_stale
 from .warp import inside_mask
 
 #: Pass folders :func:`write_sintel_layout` can write (the generator has no render effects: both get the same frames).
@@ -639,28 +637,6 @@ def _check_passes(passes: Sequence[str]) -> tuple[str, ...]:
     return passes
 
 
-def _replace_dir(source: Path, destination: Path) -> None:
-    """Move folder ``source`` to ``destination``, replacing an existing folder there."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(10):
-        old = None
-        if destination.exists():
-            old = destination.with_name(f".{destination.name}.old-{uuid.uuid4().hex[:8]}")
-            try:
-                os.replace(destination, old)
-            except FileNotFoundError:  # another writer moved it first
-                old = None
-        try:
-            os.replace(source, destination)
-            return
-        except OSError:  # another writer put a folder back in the meantime: try again
-            continue
-        finally:
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-    raise OSError(f"could not move {source} to {destination}: another process keeps writing there")
-
-
 def write_sintel_layout(
     sequence: SyntheticSequence,
     root: str | os.PathLike,
@@ -700,7 +676,9 @@ def write_sintel_layout(
     record_path = root / RECORD_DIR / f"{scene}.json"
     record_path.unlink(missing_ok=True)  # the scene is incomplete from now until the record is back
 
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{scene}-", dir=root))
+    sweep_stale(root / f"staging-{scene}")  # left by a killed writer of this scene
+    staging = partial_path(root / f"staging-{scene}")
+    staging.mkdir()
     try:
         folders = {name: staging / name for name in sintel.scene_files(t, passes)}
         for folder in folders.values():
@@ -720,7 +698,7 @@ def write_sintel_layout(
                 shutil.copyfile(folders[passes[0]] / name, folders[extra] / name)
 
         for name in (*(n for n in folders if n not in passes), *passes):  # frames last
-            _replace_dir(folders[name], root / name / scene)
+            swap_in(folders[name], root / name / scene)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

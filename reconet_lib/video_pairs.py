@@ -63,7 +63,7 @@ def find_clips(source) -> list[Path]:
 
 def _frame_images(folder: Path) -> list[Path]:
     """The files of ``folder`` that :func:`reconet_lib.video.read_frames` reads as frames."""
-    from .video import FRAME_SUFFIXES
+    from .frame_folders import FRAME_SUFFIXES
 
     return [
         f for f in folder.iterdir() if f.suffix.lower() in FRAME_SUFFIXES and not f.name.startswith(".") and f.is_file()

@@ -169,5 +169,5 @@ def test_checkpoint_with_python_objects_names_what_safe_loading_refused(tmp_path
     payload = model_checkpoint(tiny_model, "a", "0" * 64)
     payload["train_config"] = object()
     torch.save(payload, tmp_path / "evil.pt")
-    with pytest.raises(UserInputError, match=r"stores a Python object \(object\) that safe loading"):
+    with pytest.raises(UserInputError, match=r"holds code or a Python object \(object\) that safe loading"):
         load_checkpoint(tmp_path / "evil.pt")

@@ -70,7 +70,7 @@ def _usage_status(argv) -> int:
 def _frames(folder):
     import numpy as np
 
-    from reconet_lib.video import write_frames
+    from reconet_lib.frame_folders import write_frames
 
     return write_frames(folder, [np.zeros((8, 10, 3), np.uint8)] * 2)
 
@@ -139,7 +139,7 @@ def test_stylize_help_says_mp4_pads_odd_sizes_and_png_keeps_them(capsys):
 def test_pad_note_matches_what_video_output_does():
     import numpy as np
 
-    from reconet_lib.video import pad_to_even
+    from reconet_lib.frames import pad_to_even
 
     frame = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
     padded = pad_to_even(frame)
@@ -173,3 +173,19 @@ def test_text_file_as_checkpoint_says_it_is_not_a_pytorch_file(tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a PyTorch checkpoint file" in err and "KeyError" not in err, err
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_resume_on_a_folder_without_a_run_is_an_error_unless_asked_to_start(tmp_path, capsys, monkeypatch):
+    from reconet_lib.train import command
+
+    started = []
+    monkeypatch.setattr(command, "train", lambda config, resume, progress: started.append(resume) or
+                        type("Result", (), {"finished": True})())
+    for folder in (tmp_path / "mistyped", tmp_path / "empty"):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        assert cli.main(["train", "-o", str(folder), "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(folder) in err and "--resume-or-start" in err, err
+    assert started == []
+    assert cli.main(["train", "-o", str(tmp_path / "empty"), "--resume-or-start"]) == 0
+    assert started == [True]

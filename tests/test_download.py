@@ -1,6 +1,7 @@
 """Downloads (against a local HTTP server on 127.0.0.1), the registry and safe archive extraction."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import io
@@ -8,8 +9,10 @@ import os
 import re
 import socket
 import stat
+import subprocess
 import tarfile
 import threading
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -383,7 +386,7 @@ def test_extract_unpacks_and_marks_completion(tmp_path, make):
     (out / "top/a.txt").write_bytes(b"changed")
     extract(archive, out)  # complete already: not redone
     assert (out / "top/a.txt").read_bytes() == b"changed"
-    assert not [p for p in tmp_path.iterdir() if ".extracting-" in p.name]
+    assert not [p for p in tmp_path.iterdir() if ".extracting.partial-" in p.name]
 
 
 @pytest.mark.parametrize("make", [_zip, _tar], ids=["zip", "tar"])
@@ -446,7 +449,7 @@ def test_several_archives_into_one_folder_cannot_combine_links_to_escape(tmp_pat
         extract(make(tmp_path / "three.archive", {"d/p/ESCAPED.txt": b"E"}), out)
     assert not (tmp_path / "parent" / "ESCAPED.txt").exists() and not (tmp_path / "ESCAPED.txt").exists()
     assert (out / "d/keep.txt").read_bytes() == b"K"  # what was there is intact
-    assert not [p for p in (tmp_path / "parent").iterdir() if ".extracting-" in p.name]
+    assert not [p for p in (tmp_path / "parent").iterdir() if ".extracting.partial-" in p.name]
 
 
 @pytest.mark.parametrize("make", [_zip, _tar], ids=["zip", "tar"])
@@ -472,3 +475,97 @@ def test_extract_rejects_a_non_archive(tmp_path):
     (tmp_path / "x.zip").write_bytes(b"not an archive")
     with pytest.raises(UserInputError, match="neither a zip nor a tar"):
         extract(tmp_path / "x.zip", tmp_path / "out")
+
+
+# ---------------------------------------------------------------------------------------------- archive limits
+
+
+def test_an_archive_bomb_is_refused_before_anything_is_written(tmp_path):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        zf.writestr("zeros.bin", bytes(8 * 2**20))  # 8 MB of zeros in ~8 kB
+    with pytest.raises(UserInputError) as info:
+        extract(bomb, tmp_path / "out")
+    message = str(info.value)
+    assert str(bomb) in message and "8.4 MB" in message and "RECONET_EXTRACT_MAX_RATIO" in message, message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.zip"]
+    extract(bomb, tmp_path / "out", max_ratio=10_000)  # a trusted archive: the limit raised on purpose
+    assert (tmp_path / "out" / "zeros.bin").stat().st_size == 8 * 2**20
+
+
+@pytest.mark.parametrize("make", [_zip, _tar], ids=["zip", "tar"])
+def test_the_total_size_limit_names_the_numbers_and_the_setting(tmp_path, make, monkeypatch):
+    archive = make(tmp_path / "a.archive", {"a.bin": bytes(3000), "b.bin": bytes(3000)})
+    monkeypatch.setenv("RECONET_EXTRACT_MAX_BYTES", "5000")
+    with pytest.raises(UserInputError, match=r"declares 6\.0 kB unpacked.*RECONET_EXTRACT_MAX_BYTES") as info:
+        extract(archive, tmp_path / "out", max_ratio=1e6)
+    assert str(archive) in str(info.value) and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("make", [_zip, _tar], ids=["zip", "tar"])
+def test_the_limits_are_counted_again_while_writing(tmp_path, make, monkeypatch):
+    from reconet_lib import download
+
+    archive = make(tmp_path / "a.archive", {"a.bin": bytes(3000), "b.bin": bytes(3000)})
+    listing = download._zip_entries if make is _zip else download._tar_entries
+    lying = lambda path: [dataclasses.replace(e, size=0) for e in listing(path)]  # noqa: E731 - headers that lie
+    monkeypatch.setattr(download, "_zip_entries" if make is _zip else "_tar_entries", lying)
+    with pytest.raises(UserInputError, match=r"has written 6\.0 kB unpacked"):
+        extract(archive, tmp_path / "out", max_bytes=5000, max_ratio=1e6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.archive"]
+
+
+def test_an_archive_larger_than_the_free_space_is_refused_up_front(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        archive = _zip(tmp_path / "big.zip", {"zeros.bin": bytes(5 * 2**20)})
+        with pytest.raises(UserInputError, match=r"unpacks to 5\.2 MB but .*small has only .* free") as info:
+            extract(archive, small / "out", max_ratio=1e6)
+        assert str(archive) in str(info.value) and os.listdir(small) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+@pytest.mark.parametrize("make", [_zip, _tar], ids=["zip", "tar"])
+def test_two_members_of_one_name_are_refused(tmp_path, make):
+    archive = tmp_path / "dup.archive"
+    if make is _zip:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile warns about the duplicate it is told to write
+            with zipfile.ZipFile(archive, "w") as zf:
+                zf.writestr("data/a.txt", b"first")
+                zf.writestr("data/a.txt", b"second")
+    else:
+        with tarfile.open(archive, "w") as tf:
+            for data in (b"first", b"second"):
+                info = tarfile.TarInfo("data/a.txt")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    with pytest.raises(UserInputError, match="two members named 'data/a.txt'") as info:
+        extract(archive, tmp_path / "out")
+    assert str(archive) in str(info.value) and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("make", [_zip, _tar], ids=["zip", "tar"])
+def test_extracted_folders_follow_the_users_umask(tmp_path, make):
+    archive = make(tmp_path / "a.archive", {"data/clean/a.png": b"A"})
+    old = os.umask(0o022)
+    try:
+        out = extract(archive, tmp_path / "out")
+    finally:
+        os.umask(old)
+    for folder in (out, out / "data", out / "data" / "clean"):
+        assert folder.stat().st_mode & 0o777 == 0o755, folder
+
+
+def test_a_truncated_tar_is_named_in_the_error(tmp_path):
+    whole = _tar(tmp_path / "whole.tar.gz", {f"f{i}.bin": os.urandom(50_000) for i in range(4)})
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(UserInputError, match="damaged or truncated") as info:
+        extract(cut, tmp_path / "out")
+    assert str(cut) in str(info.value) and "download it again" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tar.gz", "whole.tar.gz"]

@@ -284,7 +284,7 @@ def test_load_frames_accepts_tensors_uint8_arrays_and_resizes():
 
 
 def test_evaluate_command_prints_a_table_with_ground_truth_and_estimated_flows(sequence, tmp_path, capsys):
-    from reconet_lib.video import write_frames
+    from reconet_lib.frame_folders import write_frames
 
     write_sintel_layout(sequence, tmp_path / "sintel", "scene")
     clip = tmp_path / "sintel" / "clean" / "scene"

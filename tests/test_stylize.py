@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from reconet_lib import stylize, video
+from reconet_lib import codec, stylize, video
 
-from video_clips import H, T, W, make_clip_with_audio, smooth_clip
+from video_clips import VFR_TIMES, H, T, W, frame_and_audio_times, make_clip_with_audio, make_vfr_clip, smooth_clip
 
 
 def test_reduced_precision_choice_follows_the_precision_policy(monkeypatch):
@@ -145,7 +145,7 @@ def run_cli(args, capsys):
 
 
 def test_cli_stylize_writes_the_video(tmp_path, checkpoint_file, capsys):
-    source = video.write_video(tmp_path / "in.mp4", smooth_clip(), fps=10)
+    source = codec.write_video(tmp_path / "in.mp4", smooth_clip(), fps=10)
     status, out, err = run_cli(
         ["stylize", source, "--checkpoint", checkpoint_file, "-o", tmp_path / "out.mp4", "--side-by-side",
          "--size", "32", "--device", "cpu", "--no-half", "--quiet"], capsys)
@@ -176,7 +176,7 @@ def test_cli_empty_folder_is_one_line_error(tmp_path, checkpoint_file, capsys):
 
 
 def test_cli_non_checkpoint_file_is_one_line_error(tmp_path, capsys):
-    source = video.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
+    source = codec.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
     fake = tmp_path / "weights.pt"
     fake.write_bytes(b"definitely not a checkpoint")
     status, _, err = run_cli(["stylize", source, "--checkpoint", fake, "-o", tmp_path / "o.mp4"], capsys)
@@ -189,7 +189,7 @@ def test_cli_non_checkpoint_file_is_one_line_error(tmp_path, capsys):
 
 
 def test_cli_output_below_a_file_is_one_line_error(tmp_path, checkpoint_file, capsys):
-    source = video.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
+    source = codec.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where a folder should be")
     status, _, err = run_cli(
@@ -207,7 +207,7 @@ def _cannot_create_in(folder: Path) -> bool:
 
 
 def test_cli_unwritable_output_folder_is_one_line_error(tmp_path, checkpoint_file, capsys):
-    source = video.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
+    source = codec.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
@@ -224,11 +224,9 @@ def test_cli_unwritable_output_folder_is_one_line_error(tmp_path, checkpoint_fil
         (tmp_path / "locked").chmod(0o700)
 
 
-def test_the_pipeline_names_still_resolve_from_the_video_module():
-    from reconet_lib.video import StylizeReport, stylize_video
-
-    assert stylize_video is stylize.stylize_video and StylizeReport is stylize.StylizeReport
-    assert video.resolve_precision is stylize.resolve_precision
+def test_the_video_module_does_not_re_export_the_pipeline():
+    # The pipeline lives in stylize (which imports video): a name looked up through video would be a cycle.
+    assert not hasattr(video, "stylize_video") and not hasattr(video, "__getattr__")
     with pytest.raises(AttributeError):
         video.no_such_name  # noqa: B018
 
@@ -245,3 +243,43 @@ def test_stylize_video_without_a_batch_size_calls_the_network_one_frame_at_a_tim
     monkeypatch.setattr(stylize.StylizeNetwork, "__call__", lambda self, batch: sizes.append(len(batch)) or real(self, batch))
     stylize.stylize_video(tiny_model, smooth_clip(frames=3), tmp_path / "frames", progress=False)
     assert sizes == [1, 1, 1]
+
+
+# ---------------------------------------------------------------------------------------------- timing kept
+
+
+def test_variable_frame_rate_clip_keeps_every_frame_time_and_the_whole_audio(tmp_path, tiny_model):
+    source = make_vfr_clip(tmp_path / "phone.mp4", audio_seconds=11)
+    assert frame_and_audio_times(source)[0] == pytest.approx(VFR_TIMES, abs=1e-3)
+    report = stylize.stylize_video(tiny_model, source, tmp_path / "out.mp4", progress=False)
+    times, audio_seconds = frame_and_audio_times(report.output)
+    assert times == pytest.approx(VFR_TIMES, abs=1e-3)  # evenly spaced frames would end at 1.9 s
+    assert audio_seconds == pytest.approx(11, abs=0.05)  # not cut to the video's length
+    with av_open(report.output) as out, av_open(source) as src:
+        assert out.streams.video[0].time_base == src.streams.video[0].time_base
+
+
+def test_variable_frame_rate_times_survive_a_frame_folder_and_back(tmp_path, tiny_model):
+    source = make_vfr_clip(tmp_path / "phone.mp4")
+    stylize.stylize_video(tiny_model, source, tmp_path / "frames", progress=False)
+    assert video.probe(tmp_path / "frames").time_base == video.probe(source).time_base
+    assert [float(t) for t, _ in video.read_timed_frames(tmp_path / "frames")] == pytest.approx(VFR_TIMES, abs=1e-6)
+    again = stylize.stylize_video(tiny_model, tmp_path / "frames", tmp_path / "again.mp4", progress=False)
+    assert frame_and_audio_times_video_only(again.output) == pytest.approx(VFR_TIMES, abs=1e-3)
+
+
+def test_an_explicit_output_rate_spaces_the_frames_evenly(tmp_path, tiny_model):
+    source = make_vfr_clip(tmp_path / "phone.mp4")
+    report = stylize.stylize_video(tiny_model, source, tmp_path / "out.mp4", fps=5, progress=False)
+    assert frame_and_audio_times_video_only(report.output) == pytest.approx([k / 5 for k in range(20)], abs=1e-3)
+
+
+def av_open(path):
+    import av
+
+    return av.open(str(path))
+
+
+def frame_and_audio_times_video_only(path) -> list[float]:
+    with av_open(path) as container:
+        return [float(frame.time) for frame in container.decode(video=0)]

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from reconet_lib import cli, memory, sintel, stylize, video
+from reconet_lib import cli, codec, files, frame_folders, memory, sintel, stylize, video
 from reconet_lib.errors import UserInputError
+from reconet_lib.frames import VideoInfo
 from reconet_lib.metrics import EvaluationTable, TemporalError, TemporalFlows, evaluate_versions
 from reconet_lib.synthetic import SyntheticConfig, make_sequence, write_sintel_layout
 
@@ -84,22 +85,22 @@ def small_disk(tmp_path):
 
 
 def test_full_disk_write_video_fails_clearly_and_keeps_the_older_file(small_disk):
-    older = video.write_video(small_disk / "out.mp4", smooth_clip(frames=3), fps=10)
+    older = codec.write_video(small_disk / "out.mp4", smooth_clip(frames=3), fps=10)
     before = older.read_bytes()
     with pytest.raises(UserInputError, match="no space left") as info:
-        video.write_video(older, noise_clip(), fps=10)
+        codec.write_video(older, noise_clip(), fps=10)
     assert "\n" not in str(info.value)
     assert older.read_bytes() == before and video.probe(older).frame_count == 3
     assert leftovers(small_disk) == []
     with pytest.raises(UserInputError, match="no space left"):
-        video.write_frames(small_disk / "frames", noise_clip())
+        frame_folders.write_frames(small_disk / "frames", noise_clip())
     assert sorted(p.name for p in small_disk.iterdir()) == ["out.mp4"]
 
 
 @pytest.mark.slow
 def test_full_disk_stylize_command_is_one_line_and_keeps_the_older_file(small_disk, tmp_path, tiny_checkpoint):
-    source = video.write_video(tmp_path / "noise.mp4", noise_clip(), fps=10)
-    older = video.write_video(small_disk / "out.mp4", smooth_clip(frames=3), fps=10)
+    source = codec.write_video(tmp_path / "noise.mp4", noise_clip(), fps=10)
+    older = codec.write_video(small_disk / "out.mp4", smooth_clip(frames=3), fps=10)
     before = older.read_bytes()
     result = run_command("stylize", source, "--checkpoint", tiny_checkpoint, "-o", older, "--side-by-side",
                          "--device", "cpu", "--quiet")
@@ -109,17 +110,17 @@ def test_full_disk_stylize_command_is_one_line_and_keeps_the_older_file(small_di
 
 
 def test_written_video_is_probed_back_before_it_replaces_the_target(tmp_path, monkeypatch):
-    older = video.write_video(tmp_path / "out.mp4", smooth_clip(frames=3), fps=10)
+    older = codec.write_video(tmp_path / "out.mp4", smooth_clip(frames=3), fps=10)
     before = older.read_bytes()
-    real = video._probe_video_file
+    real = codec.probe_file
 
     def truncating_probe(path):  # as if the disk had dropped the file's tail: fewer frames than encoded
         info = real(path)
-        return info if path == older else video.VideoInfo(info.fps, info.frame_count - 1, info.size, False, path)
+        return info if path == older else VideoInfo(info.fps, info.frame_count - 1, info.size, False, path)
 
-    monkeypatch.setattr(video, "_probe_video_file", truncating_probe)
+    monkeypatch.setattr(codec, "probe_file", truncating_probe)
     with pytest.raises(UserInputError, match="5 frames of 64x48 were encoded but the file holds 4 frames"):
-        video.write_video(older, smooth_clip(frames=5), fps=10)
+        codec.write_video(older, smooth_clip(frames=5), fps=10)
     assert older.read_bytes() == before and leftovers(tmp_path) == []
 
 
@@ -135,13 +136,13 @@ def _dead_pid() -> int:
 def test_partials_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
     script = (
         "import sys, time\n"
-        "from reconet_lib import video\n"
+        "from reconet_lib import codec\n"
         "from video_clips import smooth_clip\n"
         "def slow():\n"
         "    for frame in smooth_clip(frames=200):\n"
         "        time.sleep(0.05)\n"
         "        yield frame\n"
-        "video.write_video(sys.argv[1], slow(), fps=10)\n"
+        "codec.write_video(sys.argv[1], slow(), fps=10)\n"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
     writer = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "out.mp4")], env=env)
@@ -155,20 +156,20 @@ def test_partials_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
         writer.wait()
     stale = leftovers(tmp_path)
     assert stale and not (tmp_path / "out.mp4").exists()
-    running = tmp_path / f".out{video.PARTIAL}{os.getpid()}-{'a' * 12}.mp4"  # a writer that still runs
+    running = tmp_path / f".out.mp4{files.PARTIAL}{os.getpid()}-{'a' * 12}.mp4"  # a writer that still runs
     running.write_bytes(b"in progress")
-    frames_dir = tmp_path / f".frames{video.PARTIAL}{_dead_pid()}-{'b' * 12}"
+    frames_dir = tmp_path / f".frames{files.PARTIAL}{_dead_pid()}-{'b' * 12}"
     frames_dir.mkdir()
     (frames_dir / "frame_00001.png").write_bytes(b"half")
-    video.write_video(tmp_path / "out.mp4", smooth_clip(frames=2), fps=10)
-    video.write_frames(tmp_path / "frames", smooth_clip(frames=2))
+    codec.write_video(tmp_path / "out.mp4", smooth_clip(frames=2), fps=10)
+    frame_folders.write_frames(tmp_path / "frames", smooth_clip(frames=2))
     assert leftovers(tmp_path) == [running.name]
 
 
 def test_failed_stylize_removes_the_output_folders_it_created(tmp_path, capsys):
     fake = tmp_path / "weights.pt"
     fake.write_bytes(b"not a checkpoint")
-    source = video.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
+    source = codec.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
     line = cli_error(capsys, "stylize", source, "--checkpoint", fake, "-o", tmp_path / "new" / "deeper" / "out.mp4")
     assert str(fake) in line
     assert not (tmp_path / "new").exists()
@@ -191,7 +192,7 @@ def half_of_a_faststart_mp4(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("damaged")
     whole = folder / "whole.mp4"
     subprocess.run(
-        [video.ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "mandelbrot=size=64x48:rate=10",
+        [codec.ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "mandelbrot=size=64x48:rate=10",
          "-frames:v", "20", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "5", "-movflags", "+faststart",
          str(whole)], check=True, capture_output=True)
     half = folder / "half.mp4"
@@ -222,7 +223,7 @@ def test_stylize_command_refuses_a_damaged_video_and_accepts_it_on_request(half_
 
 def test_a_bad_frame_in_the_reader_thread_is_one_line(tmp_path, tiny_checkpoint, capsys):
     folder = tmp_path / "frames"
-    video.write_frames(folder, smooth_clip(frames=9))
+    frame_folders.write_frames(folder, smooth_clip(frames=9))
     (folder / "frame_00007.png").write_bytes(b"\x89PNG damaged")
     line = cli_error(capsys, "stylize", folder, "--checkpoint", tiny_checkpoint, "-o", tmp_path / "o.mp4",
                      "--device", "cpu", "--quiet", "--batch-size", "2")
@@ -235,22 +236,22 @@ def test_a_bad_frame_in_the_reader_thread_is_one_line(tmp_path, tiny_checkpoint,
 
 @pytest.mark.parametrize("fps", ["0", "-5", "0.0001", "inf", "nan", "1e9"])
 def test_stylize_refuses_frame_rates_that_are_not_positive_finite_and_sane(fps, tmp_path, tiny_checkpoint, capsys):
-    source = video.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
+    source = codec.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
     line = cli_error(capsys, "stylize", source, "--checkpoint", tiny_checkpoint, "-o", tmp_path / "o.mp4",
                      "--fps", fps, "--quiet")
     assert "frame rate" in line and not (tmp_path / "o.mp4").exists()
     with pytest.raises(UserInputError, match="frame rate"):
-        video.write_video(tmp_path / "o.mp4", smooth_clip(frames=2), fps=float(fps))
+        codec.write_video(tmp_path / "o.mp4", smooth_clip(frames=2), fps=float(fps))
 
 
 def test_stylize_command_refuses_infinite_fps_in_one_line(tmp_path, tiny_checkpoint):
-    source = video.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
+    source = codec.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
     result = run_command("stylize", source, "--checkpoint", tiny_checkpoint, "-o", tmp_path / "o.mp4", "--fps", "inf")
     assert_one_line_error(result, "stylize", "frame rate")
 
 
 def test_stylize_command_refuses_a_size_beyond_memory_before_allocating(tmp_path, tiny_checkpoint):
-    source = video.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
+    source = codec.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
     start = time.perf_counter()
     result = run_command("stylize", source, "--checkpoint", tiny_checkpoint, "-o", tmp_path / "o.mp4",
                          "--size", "20000", "--device", "cpu", "--quiet")
@@ -278,7 +279,7 @@ def test_checkpoint_with_non_finite_weights_is_refused(tmp_path, capsys):
     with torch.no_grad():
         next(model.parameters()).view(-1)[0] = float("nan")
     bad = save_checkpoint(tmp_path / "diverged.pt", model_checkpoint(model, "random", "0" * 64))
-    source = video.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
+    source = codec.write_video(tmp_path / "in.mp4", smooth_clip(frames=2), fps=10)
     line = cli_error(capsys, "stylize", source, "--checkpoint", bad, "-o", tmp_path / "o.mp4", "--device", "cpu")
     assert "non-finite weights" in line and str(bad) in line
     assert not (tmp_path / "o.mp4").exists()
@@ -322,9 +323,9 @@ def test_a_nan_metric_has_a_nan_ratio_not_one():
 
 def test_evaluate_refuses_another_aspect_ratio_unless_asked_and_notes_a_resize(sequence, tmp_path, capsys):
     frames = list(sequence.frames)
-    video.write_frames(tmp_path / "input", frames)
-    video.write_frames(tmp_path / "square", [f[:, 8:56] for f in frames])  # 48x48: another aspect ratio
-    video.write_frames(tmp_path / "half", [f[::2, ::2] for f in frames])  # 32x24: the same aspect ratio
+    frame_folders.write_frames(tmp_path / "input", frames)
+    frame_folders.write_frames(tmp_path / "square", [f[:, 8:56] for f in frames])  # 48x48: another aspect ratio
+    frame_folders.write_frames(tmp_path / "half", [f[::2, ::2] for f in frames])  # 32x24: the same aspect ratio
     line = cli_error(capsys, "evaluate", tmp_path / "input", tmp_path / "square", "--flow", "dis")
     assert "48x48" in line and "64x48" in line and "--resize" in line
     assert cli.main([str(a) for a in ("evaluate", tmp_path / "input", tmp_path / "square", "--resize")]) == 0
@@ -334,6 +335,17 @@ def test_evaluate_refuses_another_aspect_ratio_unless_asked_and_notes_a_resize(s
 
 
 def test_evaluate_refuses_a_size_beyond_memory_before_decoding(sequence, tmp_path, capsys):
-    video.write_frames(tmp_path / "clip", list(sequence.frames))
+    frame_folders.write_frames(tmp_path / "clip", list(sequence.frames))
     line = cli_error(capsys, "evaluate", tmp_path / "clip", tmp_path / "clip", "--size", "40000")
     assert "40000x30000" in line and "GiB" in line and "--size" in line
+
+
+def test_evaluate_prints_n_a_for_the_undefined_ratios_of_an_all_black_clip(tmp_path, capsys):
+    black = tmp_path / "black.mp4"
+    codec.write_video(black, np.zeros((6, 48, 64, 3), np.uint8), fps=10)
+    status = cli.main(["evaluate", str(black), str(black), "--names", "same"])
+    out = capsys.readouterr().out
+    assert status == 0
+    ratio_rows = [line for line in out.splitlines() if "ratio to input" in line]
+    assert ratio_rows and all(line.split()[-2:] == ["n/a", "n/a"] for line in ratio_rows), out
+    assert "1.00" not in out and "n/a: ratio undefined" in out

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
 
+from ..checkpoint import latest_checkpoint
+from ..errors import UserInputError
 from ..losses import LossWeights
 from ..sizes import exact_size_arg
 from .config import CONFIG_NAME, TrainConfig, parse_data_spec
@@ -45,7 +48,10 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
         else:
             _add_field_option(parser, f, hints[f.name], getattr(defaults, f.name))
     parser.add_argument("--resume", action="store_true", default=False,
-                        help="continue from the latest checkpoint in --output")
+                        help="continue from the latest checkpoint in --output (an error if it holds none)")
+    parser.add_argument("--resume-or-start", action="store_true", default=False,
+                        help="continue from the latest checkpoint in --output, or start a new run there if it holds "
+                             "none (for jobs that are restarted by a scheduler)")
     parser.add_argument("--save-config", metavar="FILE", help="write the resulting config to FILE (JSON/YAML) and exit")
     parser.add_argument("--no-progress", action="store_true", default=False, help="no progress bar")
     parser.set_defaults(func=run_train_command)
@@ -145,7 +151,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     stored = Path(output) / CONFIG_NAME
     if given.get("config"):
         values = TrainConfig.load(given["config"]).to_dict()
-    elif given.get("resume") and stored.is_file():
+    elif (given.get("resume") or given.get("resume_or_start")) and stored.is_file():
         values = TrainConfig.load(stored).to_dict()
     else:
         values = TrainConfig().to_dict()
@@ -168,5 +174,20 @@ def run_train_command(args: argparse.Namespace) -> int:
         config.save(save_to)
         print(f"wrote {save_to}")
         return 0
-    result = train(config, resume=args.resume, progress=not args.no_progress)
+    if args.resume and not args.resume_or_start:
+        check_run_to_resume(config.output)
+    result = train(config, resume=args.resume or args.resume_or_start, progress=not args.no_progress)
     return 0 if result.finished else 1
+
+
+def check_run_to_resume(output: str | os.PathLike) -> None:
+    """Refuse ``--resume`` on a folder that holds no run: a mistyped path must not silently start a new one.
+
+    Raises:
+        UserInputError: names the folder and the two fixes.
+    """
+    output = Path(output)
+    if latest_checkpoint(output) is None:
+        what = "does not exist" if not output.exists() else "holds no checkpoint (last.pt or step_*.pt)"
+        raise UserInputError(f"--resume: {output} {what}, so there is no run to continue; check the --output path, "
+                             "or pass --resume-or-start to start a new run there")
