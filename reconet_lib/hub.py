@@ -87,12 +87,14 @@ class ModelCard:
         def number(value):
             return "not measured" if value is None else f"{value:.6f}"
 
+        from .config import REPOSITORY_URL
+
         lines = [
             "---", "library_name: reconet_lib", "pipeline_tag: image-to-image",
             "tags:", "- style-transfer", "- video", "- reconet", "- pytorch", "---", "",
             f"# ReCoNet: {self.style}", "",
             "A ReCoNet video style-transfer network (Gao et al., ACCV 2018) trained with "
-            "[reconet_lib](https://github.com/reconet-tutorial/reconet).", "",
+            f"[reconet_lib]({REPOSITORY_URL}).", "",
             "| | |", "|---|---|",
             f"| style | {self.style} |",
             f"| recipe | {self.recipe} |",
