@@ -164,8 +164,8 @@ class StreamBlender:
         start = time.perf_counter()
         if inputs.shape != stylised.shape:
             raise UserInputError(f"inputs {inputs.shape} and stylised frames {stylised.shape} differ in shape")
-        ins = torch.from_numpy(np.ascontiguousarray(inputs)).permute(0, 3, 1, 2).float() / 255.0
-        outs = torch.from_numpy(np.ascontiguousarray(stylised)).permute(0, 3, 1, 2).float() / 255.0
+        ins = torch.from_numpy(np.require(inputs, np.uint8, ["C", "W"])).permute(0, 3, 1, 2).float() / 255.0
+        outs = torch.from_numpy(np.require(stylised, np.uint8, ["C", "W"])).permute(0, 3, 1, 2).float() / 255.0
         result = []
         for k in range(ins.shape[0]):
             current, painted = ins[k : k + 1], outs[k : k + 1]
