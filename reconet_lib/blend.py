@@ -31,6 +31,7 @@ flows (:func:`blend_clip`, used by :class:`reconet_lib.widgets.TemporalExplorer`
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -157,8 +158,6 @@ class StreamBlender:
         """
         if self.alpha == 0.0:
             return stylised
-        import time
-
         from .estimate import estimate_flows_and_valid
 
         start = time.perf_counter()

@@ -406,21 +406,30 @@ class LiveStylizer:
 
         self.stop()
         self._stop = threading.Event()
+        self.error = None
 
         def loop():
-            while not self._stop.is_set() and self.step() is not None:
-                pass
+            try:
+                while not self._stop.is_set() and self.step() is not None:
+                    pass
+            except Exception as exc:  # kept for stop() to raise in the notebook, and shown in the widget
+                self.error = exc
+                if self._widget is not None:
+                    self._status.value = f"<b>stopped</b>: {type(exc).__name__}: {exc}"
 
         self._thread = threading.Thread(target=loop, name="reconet-live", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """End the background stream (if any) and wait for it."""
+        """End the background stream (if any), wait for it, and raise the error that ended it early (if one did)."""
         thread = getattr(self, "_thread", None)
         if thread is not None:
             self._stop.set()
             thread.join()
             self._thread = None
+        error, self.error = getattr(self, "error", None), None
+        if error is not None:
+            raise error
 
     @property
     def widget(self):

@@ -182,7 +182,9 @@ def test_explorer_in_jupyterlab_follows_the_slider_the_version_and_the_consisten
             lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, EXPLORER) if len(_panel_sources(e)) == 6), None))
     except TimeoutException:
         errors = [e.text[:500] for e in browser.find_elements(By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.stderr']")]
-        pytest.fail(f"the explorer did not appear within {RUN_TIMEOUT_S} s; cell errors: {errors}")
+        prompts = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputPrompt")]
+        pytest.fail(f"the explorer did not appear within {RUN_TIMEOUT_S} s; cell errors: {errors}; "
+                    f"code cell prompts (execution counts, [*] = running): {prompts}")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", explorer)
     WebDriverWait(browser, 30).until(lambda d: all(s and (s.startswith("blob:") or s.startswith("data:"))
                                                    for s in _panel_sources(explorer)))

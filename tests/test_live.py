@@ -139,3 +139,20 @@ def test_side_by_side_runs_the_same_frames_through_every_network(models, clip_fi
     assert inputs.shape == (3, 48, 64, 3) and set(outputs) == {"baseline", "reconet"}
     assert not np.array_equal(outputs["baseline"], outputs["reconet"])
     assert all(len(r.total) == 3 for r in rates.values())
+
+
+def test_an_error_in_the_background_stream_is_raised_by_stop(models):
+    class Broken(live.Camera):
+        kind = "file"
+
+        def read(self):
+            raise UserInputError("camera unplugged")
+
+    stylizer = live.LiveStylizer(models, Broken())
+    stylizer.widget
+    stylizer.start()
+    stylizer._thread.join(timeout=30)
+    assert "camera unplugged" in stylizer._status.value
+    with pytest.raises(UserInputError, match="camera unplugged"):
+        stylizer.stop()
+    stylizer.stop()  # raised once; a second stop is quiet
