@@ -22,6 +22,7 @@ import signal
 import sys
 from typing import Iterator
 
+from .cpu_threads import wait_passively
 from .errors import ReconetError, TrainingInterrupted, first_line
 
 #: Exit status of an error the user can fix (the same as argparse's usage errors).
@@ -83,6 +84,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    wait_passively()  # the `reconet` entry point: before the commands' modules import torch (cpu_threads)
     from . import metrics, stylize, train
 
     parser = OneLineParser(
