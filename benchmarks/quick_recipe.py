@@ -16,7 +16,7 @@ example the repository's test fixtures). With `--busy` every candidate is traine
 competing busy process (a pure-Python loop on one core), to show what a learner's browser does to training.
 
     python benchmarks/quick_recipe.py --style-mirror ../shared/styles                 # all candidates
-    python benchmarks/quick_recipe.py --style-mirror ../shared/styles --only chosen --busy
+    python benchmarks/quick_recipe.py --style-mirror ../shared/styles --only "chosen: ..." --busy
     python benchmarks/quick_recipe.py ... --avx2     # in a child process capped at AVX2 (reconet_lib.precision)
 """
 from __future__ import annotations
@@ -34,42 +34,41 @@ from pathlib import Path
 
 import torch
 
-from reconet_lib import metrics, styles, synthetic
+from reconet_lib import metrics, photos, styles, synthetic
+from reconet_lib.losses import LossWeights
 from reconet_lib.checkpoint import load_model
 from reconet_lib.precision import AVX2_ONLY_ENV
 from reconet_lib.style_metrics import edge_correlation, relative_colour_distance
 from reconet_lib.train import train
 from reconet_lib.train.tutorial import QUICK_RECIPE, tutorial_config
 
-#: Candidate recipes: changes to the tutorial's quick config (TrainConfig fields, or "loss" as LossWeights
-#: fields). "chosen" must equal what tutorial_config(quick=True) builds today.
+#: Candidate recipes: the tutorial loss network (tutorial_config's ``loss_network``), optionally other loss
+#: weights, and TrainConfig changes. "chosen" is exactly what tutorial_config(quick=True) builds offline today.
 CANDIDATES: dict[str, dict] = {
-    "old: 64px crops, 100 steps, random VGG-16": dict(crop=(64, 64), steps=100, loss_network="vgg16_random"),
-    "random VGG-16, relative Grams": dict(
-        loss_network="vgg16_random", loss=dict(network="vgg16", normalise="relative", content_layer="relu3_3",
-                                                style_layer_weights={"relu1_2": 0.25, "relu2_2": 0.25,
-                                                                     "relu3_3": 0.25, "relu4_3": 0.25},
-                                                alpha=1.0, beta=20.0, gamma=1.0, lambda_f=1.0, lambda_o=20.0)),
-    "texture net, no colour layer": dict(
-        loss=dict(style_layer_weights={"scale1": 0.25, "scale2": 0.25, "scale4": 0.25, "scale8": 0.25})),
-    "texture net, beta 40": dict(loss=dict(beta=40.0)),
-    "chosen": dict(),
+    "old: random VGG-16, absolute terms, 64 px crops, 100 steps": dict(
+        loss_network="vgg16_random", weights=LossWeights(), crop=(64, 64), steps=100),
+    "random VGG-16, absolute terms": dict(loss_network="vgg16_random", weights=LossWeights()),
+    "random VGG-16, relative terms, content relu3_3, style to relu4_3, beta 20": dict(
+        loss_network="vgg16_random", weights=LossWeights.offline(
+            beta=20.0, content_layer="relu3_3",
+            style_layer_weights={k: 0.25 for k in ("relu1_2", "relu2_2", "relu3_3", "relu4_3")})),
+    "random texture network (colour + 4 scales), content scale2": dict(loss_network="random_texture"),
+    "random texture network, content scale1": dict(
+        loss_network="random_texture", weights=LossWeights.offline_texture(content_layer="scale1")),
+    "chosen: random VGG-16, relative terms (LossWeights.offline)": dict(loss_network="vgg16_random"),
 }
 
 
-def _config(name: str, changes: dict, temporal: bool, data_root: Path, output: Path):
+def _config(changes: dict, temporal: bool, data_root: Path, output: Path):
     changes = dict(changes)
-    network = changes.pop("loss_network", "random_texture")
-    loss_changes = changes.pop("loss", {})
-    base = tutorial_config(True, "cpu", temporal=temporal,
-                           loss_network="vgg16" if network.startswith("vgg16") else network,
-                           style="candy", output=output)
-    weights = dataclasses.replace(base.loss, **loss_changes)
+    network = changes.pop("loss_network")
+    weights = changes.pop("weights", None)
+    base = tutorial_config(True, "cpu", temporal=temporal, loss_network=network, style="candy", output=output)
+    weights = base.loss if weights is None else weights
     if not temporal:
         weights = dataclasses.replace(weights, lambda_f=0.0, lambda_o=0.0)
-    vgg_weights = None if network != "vgg16" else "imagenet"
-    return dataclasses.replace(base, loss=weights, vgg_weights=vgg_weights,
-                               data=[{"kind": "synthetic", "path": str(data_root), "options": {}}], **changes)
+    return dataclasses.replace(base, loss=weights, data=[{"kind": "synthetic", "path": str(data_root), "options": {}}],
+                               **changes)
 
 
 def _busy_loop(stop_at: float) -> None:
@@ -88,7 +87,7 @@ def _train_both(name: str, changes: dict, data_root: Path, workdir: Path, busy: 
         wall0, cpu0 = time.perf_counter(), time.process_time()
         for model, temporal in (("reconet", True), ("baseline", False)):
             out = workdir / f"{model}-{'busy' if busy else 'quiet'}"
-            config = _config(name, changes, temporal, data_root, out)
+            config = _config(changes, temporal, data_root, out)
             train(config, resume=False, progress=False, verbose=False)
             result[model] = out / "last.pt"
         result["wall_s"] = time.perf_counter() - wall0
@@ -105,7 +104,7 @@ def _measure(checkpoints: dict, held_out: str, style: torch.Tensor) -> dict:
     clip = synthetic.make_sequence(dataclasses.replace(synthetic.default_config(True), photos=(held_out,),
                                                        frames=10, seed=11))
     frames = clip.frames_tensor()
-    still = torch.from_numpy(synthetic.photos.photo_pixels(held_out).copy()).permute(2, 0, 1)[None].float() / 255
+    still = torch.from_numpy(photos.photo_pixels(held_out).copy()).permute(2, 0, 1)[None].float() / 255
     still = torch.nn.functional.interpolate(still, scale_factor=256 / max(still.shape[-2:]), mode="area")
     flows = metrics.TemporalFlows.from_synthetic(clip)
     row = {}
@@ -130,25 +129,30 @@ def _run(args) -> list[dict]:
         os.environ["RECONET_MIRROR"] = str(Path(args.style_mirror).resolve())
     style = styles.load_style("candy", size=256)
     style = style[None] if style.dim() == 3 else style
-    names = [n for n in CANDIDATES if not args.only or n in args.only]
+    names = [n for n in CANDIDATES if not args.only or any(n.startswith(o) for o in args.only)]
     rows = []
     with tempfile.TemporaryDirectory(prefix="quick-recipe-") as tmp:
         tmp = Path(tmp)
-        others = tuple(p for p in synthetic.photos.PHOTOS if p != args.hold_out)
+        others = tuple(p for p in photos.PHOTOS if p != args.hold_out)
         data_root = synthetic.generate_dataset(
             tmp / "scenes", scenes=synthetic.default_scene_count(True),
             config=dataclasses.replace(synthetic.default_config(True), photos=others))
         for name in names:
             for busy in ((False, True) if args.busy else (False,)):
-                trained = _train_both(name, CANDIDATES[name], data_root, tmp / name.replace(" ", "_"), busy)
+                changes = {**CANDIDATES[name], **({"steps": args.steps} if args.steps else {})}
+                trained = _train_both(name, changes, data_root, tmp / _slug(name), busy)
                 row = {"candidate": name, "busy": busy, "wall_s": trained["wall_s"], "cpu_s": trained["cpu_s"],
                        **_measure(trained, args.hold_out, style)}
                 if args.save_frames and not busy:
-                    _save_frames(row.pop("frames"), Path(args.save_frames) / f"{name.replace(' ', '_')}.png")
+                    _save_frames(row.pop("frames"), Path(args.save_frames) / f"{_slug(name)}.png")
                 row.pop("frames", None)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     return rows
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)[:60]
 
 
 def _save_frames(frames, path: Path) -> None:
@@ -175,24 +179,30 @@ def _table(rows: list[dict], header: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", help="candidate names to run (default: all)")
-    parser.add_argument("--hold-out", default="chelsea", choices=sorted(synthetic.photos.PHOTOS),
+    parser.add_argument("--hold-out", default="chelsea", choices=sorted(photos.PHOTOS),
                         help="photograph kept out of training and used for the measurements")
     parser.add_argument("--style-mirror", help="folder holding candy.jpg (RECONET_MIRROR), for offline machines")
     parser.add_argument("--busy", action="store_true", help="also train beside one competing busy process")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: the library's choice)")
     parser.add_argument("--save-frames", help="folder for first/last frame pictures of each candidate")
     parser.add_argument("--avx2", action="store_true", help="run in a child process capped at AVX2")
+    parser.add_argument("--wait", choices=("passive", "active"), default="passive",
+                        help="OpenMP wait policy (the library asks for passive; active is libgomp's default)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--steps", type=int, help="override every candidate's steps (a smoke test of the script)")
     args = parser.parse_args()
-    if args.avx2:
+    policy = args.wait.upper()
+    if args.avx2 or os.environ.get("OMP_WAIT_POLICY", "").upper() != policy:
+        # both settings must be in place before torch loads: run in a child process that has them
         argv = [a for a in sys.argv[1:] if a != "--avx2"]
-        env = {**os.environ, **AVX2_ONLY_ENV}
+        env = {**os.environ, **(AVX2_ONLY_ENV if args.avx2 else {}), "OMP_WAIT_POLICY": policy}
         sys.exit(subprocess.call([sys.executable, __file__, *argv], env=env))
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-          f"{torch.get_num_threads()} threads, quick recipe {QUICK_RECIPE}")
+          f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+          f"quick recipe {QUICK_RECIPE}")
     rows = _run(args)
-    _table(rows, f"held-out photograph: {args.hold_out}; style candy; "
-                 f"capability {torch.backends.cpu.get_cpu_capability()}")
+    _table(rows, f"held-out photograph: {args.hold_out}; style candy; capability "
+                 f"{torch.backends.cpu.get_cpu_capability()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

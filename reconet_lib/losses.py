@@ -61,8 +61,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # module indices (and state-dict keys ``features.N.*``) match torchvision's without building the classifier.
 _VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512)
 
-_random_announced = False  # the weights=None notice is printed once per process
-
 
 def _build_features(last_index: int) -> nn.Sequential:
     """torchvision's VGG-16 ``features`` modules ``0 .. last_index`` (uninitialised, float32, CPU)."""
@@ -97,8 +95,9 @@ class VGGFeatures(nn.Module):
             A path (``str`` or ``Path``): a ``.pth`` state dict of a torchvision VGG-16, either the full model's
             (``features.N.weight`` keys) or only its ``features`` (``N.weight`` keys); the classifier is ignored.
             ``None``: seeded random weights (Kaiming-normal, fan-in, so activations keep their scale) for tests
-            and offline runs; a notice is printed once per process, because the perceptual losses then do not
-            measure style.
+            and offline runs; ``weights_source`` says ``"random"``. Nothing is printed: whoever chooses the
+            stand-in announces it (the tutorial does, once, :func:`reconet_lib.resources.tutorial_resources`).
+            With random weights use the relative loss terms (:meth:`LossWeights.offline`).
         layers: names from :data:`VGG_LAYERS` to return; the network is cut after the deepest one.
         device, dtype: where and in which dtype to keep the weights (default CPU, float32).
         seed: seed of the random weights when ``weights is None`` (the global RNG is not touched).
@@ -123,7 +122,6 @@ class VGGFeatures(nn.Module):
             self.features = _build_features(last)
         if weights is None:
             self._init_random(seed)
-            _announce_random_weights()
         else:
             self._load(_resolve_state_dict(weights, progress=progress))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -216,16 +214,6 @@ def _check_layers(layers: Iterable[str]) -> tuple[str, ...]:
     if unknown or not names:
         raise UserInputError(f"VGG layers must be a non-empty selection of {list(VGG_LAYERS)}; got {list(names)}")
     return names
-
-
-def _announce_random_weights() -> None:
-    global _random_announced
-    if not _random_announced:
-        _random_announced = True
-        print(
-            "VGGFeatures: using RANDOM VGG-16 weights (weights=None). Fine for tests and for checking shapes "
-            "and code paths, but the perceptual losses are then not meaningful for real stylisation."
-        )
 
 
 def _load_state_file(path: Path) -> Mapping[str, torch.Tensor]:
@@ -607,13 +595,32 @@ class LossWeights:
         return tuple(name for name in order if name in needed)
 
     @classmethod
+    def offline(cls, **overrides) -> "LossWeights":
+        """Weights for the offline loss network of the tutorial: a seeded *random* VGG-16 (``vgg_weights=None``).
+
+        A random VGG-16's layers differ in scale by orders of magnitude and its deepest layers mix everything
+        into noise, so: relative normalisation (each content and Gram term divided by its target's mean square),
+        style at ``relu1_2``, ``relu2_2`` and ``relu3_3`` with equal weights summing to 1, content at
+        ``relu2_2`` (the shallower layer keeps the picture's edges). Chosen over the random multi-scale texture
+        network (:meth:`offline_texture`) and over the classic absolute terms by ``benchmarks/quick_recipe.py``
+        (table in ``docs/results.md``); ``overrides`` replace any field.
+        """
+        layers = ("relu1_2", "relu2_2", "relu3_3")
+        values = dict(alpha=1.0, beta=10.0, gamma=1.0, lambda_f=1.0, lambda_o=20.0, content_layer="relu2_2",
+                      style_layer_weights={name: 1.0 / len(layers) for name in layers},
+                      network="vgg16", normalise="relative")
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
     def offline_texture(cls, **overrides) -> "LossWeights":
         """Weights for the offline loss network (:class:`~reconet_lib.texture_net.RandomTextureFeatures`).
 
         Relative normalisation (each content and Gram term divided by its target's mean square, so every term
         starts near 1); content at ``scale2``, style at all five texture layers with equal weights summing to 1.
-        The values (``beta = 20``, ``lambda_o = 20``, ...) were chosen by ``benchmarks/quick_recipe.py``
-        (table in ``docs/results.md``); ``overrides`` replace any field.
+        The values (``beta = 20``, ``lambda_o = 20``, ...) are the candidate measured by
+        ``benchmarks/quick_recipe.py`` (table in ``docs/results.md``), where the random VGG-16 of :meth:`offline`
+        won; ``overrides`` replace any field.
         """
         values = dict(alpha=1.0, beta=20.0, gamma=1.0, lambda_f=1.0, lambda_o=20.0, content_layer="scale2",
                       style_layer_weights={name: 1.0 / len(TEXTURE_LAYERS) for name in TEXTURE_LAYERS},

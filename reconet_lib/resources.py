@@ -151,9 +151,9 @@ class TutorialResources:
     """What the tutorial models train with (see :func:`tutorial_resources`).
 
     Attributes:
-        loss_network: ``"vgg16"`` (ImageNet VGG-16 is in place: ``VGGFeatures("imagenet")`` finds it without
-            network) or ``"random_texture"`` (the offline
-            :class:`~reconet_lib.texture_net.RandomTextureFeatures`, announced).
+        loss_network: ``"vgg16_imagenet"`` (ImageNet VGG-16 is in place: ``VGGFeatures("imagenet")`` finds it
+            without network) or ``"vgg16_random"`` (the offline stand-in, announced: a seeded random VGG-16 with
+            relative loss terms, :meth:`reconet_lib.losses.LossWeights.offline`).
         style: ``"candy"`` or, offline, the procedural ``"mosaic"``.
         message: the one fallback announcement ("" when nothing fell back).
         details: why each stand-in was needed (the resource policy's full explanation), for whoever asks.
@@ -166,13 +166,13 @@ class TutorialResources:
 
     @property
     def vgg_weights(self) -> str | None:
-        """``"imagenet"`` when the real loss network is used, else None (the texture network needs no weights)."""
-        return "imagenet" if self.loss_network == "vgg16" else None
+        """``"imagenet"`` when the real loss network is used, else None (seeded random weights)."""
+        return "imagenet" if self.loss_network == "vgg16_imagenet" else None
 
     @property
     def fallback(self) -> bool:
         """True when an offline stand-in is used."""
-        return self.loss_network != "vgg16" or self.style != "candy"
+        return self.loss_network != "vgg16_imagenet" or self.style != "candy"
 
 
 #: Messages already printed in this process (each fallback is announced once per kernel).
@@ -182,18 +182,18 @@ _announced: set[str] = set()
 def tutorial_resources(*, allow_download: bool | None = None, announce: bool = True) -> TutorialResources:
     """ImageNet VGG-16 and the ``candy`` style whenever they can be had (file, cache, mirror or download).
 
-    Whatever is missing falls back: the loss network to the random multi-scale texture network
-    (:mod:`reconet_lib.texture_net`), the style to the procedural ``mosaic``. The fallback is announced in one
+    Whatever is missing falls back: the loss network to a seeded random VGG-16 with relative loss terms
+    (:meth:`reconet_lib.losses.LossWeights.offline`), the style to the procedural ``mosaic``. The fallback is announced in one
     short sentence that says how to get the real one, printed once per process (per notebook kernel) when
     ``announce``; the policy's full explanation of each failure is kept in ``details``.
     """
-    loss_network, style = "vgg16", "candy"
+    loss_network, style = "vgg16_imagenet", "candy"
     stand_ins, fixes, details = [], [], []
     try:
         locate("vgg16_imagenet", allow_download=allow_download)
     except ResourceUnavailable as exc:
-        loss_network = "random_texture"
-        stand_ins.append("a random multi-scale texture network instead of ImageNet VGG-16")
+        loss_network = "vgg16_random"
+        stand_ins.append("a random-weight VGG-16 instead of the ImageNet one")
         fixes.append(f"{LOCAL_FILE_ENV['vgg16_imagenet']}=/path/to/vgg16-397923af.pth")
         details.append(str(exc))
     try:

@@ -169,12 +169,12 @@ def test_tutorial_falls_back_with_one_message_when_the_server_has_nothing(world,
         path.unlink()  # every request is answered 404
     chosen = resources.tutorial_resources()
     assert (chosen.loss_network, chosen.vgg_weights, chosen.style, chosen.fallback) == (
-        "random_texture", None, "mosaic", True)
+        "vgg16_random", None, "mosaic", True)
     out = capsys.readouterr()
     assert out.out.count("\n") == 1 and out.out.strip() == chosen.message and out.err == ""
     # one short sentence: what stands in, and how to get the real ones
     assert len(chosen.message) < 300
-    for needle in ("texture network", "VGG-16", "RECONET_VGG_WEIGHTS", "mosaic", "candy", "RECONET_MIRROR"):
+    for needle in ("random-weight VGG-16", "ImageNet", "RECONET_VGG_WEIGHTS", "mosaic", "candy", "RECONET_MIRROR"):
         assert needle in chosen.message
     # the policy's full explanation is kept for whoever asks
     assert any("HTTP 404" in d and "vgg16-397923af.pth" in d for d in chosen.details)
