@@ -115,3 +115,16 @@ def test_every_exercise_has_a_difficulty_and_a_hint():
             assert re.match(r"★{1,3} ", item), f"{path.name}: exercise without a difficulty: {item[:60]}"
         assert exercises.count("<summary>Hint</summary>") >= len(items), f"{path.name}: an exercise has no hint"
         assert "<details><summary>Solution" in text, f"{path.name}: no solutions"
+
+
+@pytest.mark.parametrize("download_sintel", [False, True, None])
+def test_tutorial_models_start_the_sintel_download_only_when_asked(monkeypatch, tmp_path, download_sintel):
+    """Full mode: the notebooks' DOWNLOAD_SINTEL flag reaches the resource policy (None: $RECONET_OFFLINE decides)."""
+    from reconet_lib import recipe
+    from reconet_lib.train import tutorial
+
+    allowed = []
+    monkeypatch.setattr(recipe, "prepare_sintel", lambda **kwargs: allowed.append(kwargs.get("allow_download")) or tmp_path)
+    monkeypatch.setattr(tutorial, "train", lambda config, **kwargs: None)
+    tutorial.ensure_tutorial_checkpoints(False, "cpu", output_dir=tmp_path / "runs", download_sintel=download_sintel)
+    assert allowed == [download_sintel]
