@@ -10,7 +10,7 @@ pixel and colour channel (the mask counts once per channel, as in Lai et al.'s r
 - ``E_warp`` (Lai et al. 2018): for each pair, ``O_{t-1}`` against ``warp(O_t, flow_{t-1 to t})`` over
   the valid pixels of frame t-1; averaged over the pairs of a video, then over videos. Pixels whose flow
   leaves the frame are excluded; ``warping_error(..., out_of_frame="keep")`` with :func:`lai_valid_mask`
-  follows Lai et al.'s released code, which keeps them (its numbers come out higher on a moving camera).
+  follows Lai et al.'s released code, which keeps them (keeping them raises the number on a moving camera).
 
 The flows must describe the *scene*, so they come from ground truth (a Sintel-layout folder or the
 synthetic generator) or are estimated on the **input** frames, never on the stylised output (a flow fitted
