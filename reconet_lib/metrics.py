@@ -8,7 +8,9 @@ pixel and colour channel (the mask counts once per channel, as in Lai et al.'s r
   ``sqrt=True``: for each pair, ``O_t`` against ``W(O_{t-1}) = warp(O_{t-1}, flow_t_to_tm1)`` over the
   pixels of frame t that are valid (seen in frame t-1); averaged over pairs.
 - ``E_warp`` (Lai et al. 2018): for each pair, ``O_{t-1}`` against ``warp(O_t, flow_{t-1 to t})`` over
-  the valid pixels of frame t-1; averaged over the pairs of a video, then over videos.
+  the valid pixels of frame t-1; averaged over the pairs of a video, then over videos. Pixels whose flow
+  leaves the frame are excluded; ``warping_error(..., out_of_frame="keep")`` with :func:`lai_valid_mask`
+  follows Lai et al.'s released code, which keeps them (keeping them raises the number on a moving camera).
 
 The flows must describe the *scene*, so they come from ground truth (a Sintel-layout folder or the
 synthetic generator) or are estimated on the **input** frames, never on the stylised output (a flow fitted
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 
 from .errors import UserInputError
 from .sizes import resolve_size
-from .warp import consistency_mask, downsample_valid, inside_mask, warp
+from .warp import consistency_mask, downsample_valid, inside_mask, sample_positions, warp
 
 #: How many frame pairs are warped at once (bounds memory on long, large videos).
 PAIRS_PER_CHUNK = 8
@@ -185,23 +187,98 @@ def stability_error(
     return _summarise(per_pair, "e_stab", sqrt, fraction, False)
 
 
-def warping_error(outputs: torch.Tensor, flows_fw: torch.Tensor, valids_fw: torch.Tensor) -> TemporalError:
+#: The two rules for pixels of frame t-1 whose flow leads out of frame t (see :func:`warping_error`).
+OUT_OF_FRAME_RULES = ("exclude", "keep")
+
+
+def warping_error(
+    outputs: torch.Tensor,
+    flows_fw: torch.Tensor,
+    valids_fw: torch.Tensor,
+    *,
+    out_of_frame: str = "exclude",
+) -> TemporalError:
     """``E_warp`` (Lai et al. 2018): ``O_{t-1}`` against ``O_t`` warped back into frame t-1.
 
     Per pair: ``sum(valid_{t-1} * |O_{t-1} - warp(O_t, flow_{t-1 to t})|^2) / sum(valid_{t-1})`` over
-    pixels and channels, then the mean over pairs. (It is ``e_stab`` of the time-reversed video.)
+    pixels and channels (the mask counted once per channel), then the mean over pairs. (It is ``e_stab`` of
+    the time-reversed video.)
+
+    Pixels of frame t-1 whose flow leads **out of frame t** have nothing to be compared with. Two rules:
+
+    - ``"exclude"`` (the library's, the default): they are left out, whatever ``valids_fw`` says (the mask is
+      multiplied by :func:`reconet_lib.warp.inside_mask` of the flow; the library's own masks already are).
+    - ``"keep"`` (Lai et al.'s released ``evaluate_WarpError.py``): they count, compared with the **nearest
+      border pixel** of ``O_t`` (their CUDA ``Resample2d`` clamps the sampling position into the frame). Their
+      mask comes from the forward-backward check alone, without a frame test: use :func:`lai_valid_mask`, since
+      a mask that already drops out-of-frame pixels gives the ``"exclude"`` number under either rule. On a
+      moving camera the border pixels count against a border pixel of the next frame that shows something else,
+      so this rule usually gives the larger number; the formula is otherwise the same. (One more detail of theirs: a
+      pair without a valid pixel counts as 0 in their mean; here it is NaN and left out.)
 
     Args:
         outputs: ``(T, 3, H, W)`` frames in [0, 1].
         flows_fw: ``(T-1, 2, H, W)``; ``flows_fw[t-1]`` = flow t-1 -> t on frame t-1's grid, pixels.
         valids_fw: ``(T-1, 1, H, W)``; ``valids_fw[t-1]`` = valid mask of frame t-1 (1 = seen in frame t).
+        out_of_frame: ``"exclude"`` or ``"keep"`` (see above). Non-finite flow is invalid under both.
     Returns:
         :class:`TemporalError` named ``"E_warp"``; ``per_pair[t-1]`` belongs to the pair ``(t-1, t)``.
     """
     outputs, flows_fw, valids_fw = _check_sequence(outputs, flows_fw, valids_fw, "warping_error")
+    if out_of_frame not in OUT_OF_FRAME_RULES:
+        raise UserInputError(f"warping_error: out_of_frame must be 'exclude' or 'keep'; got {out_of_frame!r}")
+    if out_of_frame == "exclude":
+        valids_fw = valids_fw * inside_mask(flows_fw).to(valids_fw.device)
+    else:
+        valids_fw = valids_fw * torch.isfinite(flows_fw).all(dim=1, keepdim=True).float().to(valids_fw.device)
+        flows_fw = _clamp_into_frame(flows_fw)
     maps = error_maps(outputs.flip(0), flows_fw.flip(0), valids_fw.flip(0)).flip(0)
     per_pair, fraction = _pair_means(maps, valids_fw)
     return _summarise(per_pair, "E_warp", False, fraction, False)
+
+
+def _clamp_into_frame(flow: torch.Tensor) -> torch.Tensor:
+    """The flow whose sampling positions are clamped into the frame (border pixels repeated; non-finite -> 0).
+
+    Bilinear sampling at the clamped position equals the border-replicating sampling of Lai et al.'s
+    ``Resample2d``, which clamps each of the four taps: both read the border pixel once outside.
+    """
+    _, _, h, w = flow.shape
+    finite = torch.nan_to_num(flow.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    pos = sample_positions(finite)
+    clamped = torch.stack((pos[:, 0].clamp(0, w - 1), pos[:, 1].clamp(0, h - 1)), dim=1)
+    return clamped - (pos - finite)
+
+
+def lai_valid_mask(flow_fw: torch.Tensor, flow_bw: torch.Tensor) -> torch.Tensor:
+    """Valid mask of frame a as Lai et al.'s released code builds it: the check without a frame test.
+
+    Their ``detect_occlusion`` applies the forward-backward and motion-boundary tests of
+    :func:`reconet_lib.warp.consistency_mask` (same thresholds, same forward differences) but samples
+    ``flow_bw`` with border clamping and never rejects a pixel for leaving the frame. Pair it with
+    ``warping_error(..., out_of_frame="keep")``.
+
+    Args:
+        flow_fw: ``(B, 2, H, W)`` flow a -> b on frame a's grid, pixels.
+        flow_bw: ``(B, 2, H, W)`` flow b -> a on frame b's grid, pixels.
+    Returns:
+        ``(B, 1, H, W)`` float32, 1 = consistent (0 also where either flow is not finite).
+    """
+    if flow_fw.shape != flow_bw.shape or flow_fw.dim() != 4 or flow_fw.shape[1] != 2:
+        raise UserInputError(
+            f"lai_valid_mask needs two (B, 2, H, W) flows of one shape; got {tuple(flow_fw.shape)} and {tuple(flow_bw.shape)}"
+        )
+    fw = torch.nan_to_num(flow_fw.float())
+    bw_at_target = warp(torch.nan_to_num(flow_bw.float()), _clamp_into_frame(fw))
+    sum_sq = ((fw + bw_at_target) ** 2).sum(dim=1, keepdim=True)
+    mag_sq = (fw**2).sum(dim=1, keepdim=True) + (bw_at_target**2).sum(dim=1, keepdim=True)
+    dx = torch.zeros_like(fw)
+    dy = torch.zeros_like(fw)
+    dx[..., :, :-1] = fw[..., :, 1:] - fw[..., :, :-1]
+    dy[..., :-1, :] = fw[..., 1:, :] - fw[..., :-1, :]
+    boundary = (dx**2 + dy**2).sum(dim=1, keepdim=True) > 0.01 * (fw**2).sum(dim=1, keepdim=True) + 0.002
+    finite = torch.isfinite(flow_fw).all(dim=1, keepdim=True) & torch.isfinite(flow_bw).all(dim=1, keepdim=True)
+    return ((sum_sq <= 0.01 * mag_sq + 0.5) & ~boundary & finite).float()
 
 
 # ------------------------------------------------------------------------------ flows of a video

@@ -17,13 +17,14 @@ from reconet_lib.metrics import (
     average_over_videos,
     error_maps,
     evaluate_versions,
+    lai_valid_mask,
     load_frames,
     stability_error,
     temporal_errors,
     warping_error,
 )
 from reconet_lib.synthetic import SyntheticConfig, make_sequence, write_sintel_layout
-from reconet_lib.warp import inside_mask, warp
+from reconet_lib.warp import consistency_mask, inside_mask, warp
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +154,63 @@ def test_e_warp_compares_frame_t_minus_1_with_frame_t_warped_back():
     # the other direction (or a negated flow) does not explain the motion
     assert warping_error(outputs, bw, inside_mask(bw)).mean > 0.01
     assert stability_error(outputs, fw, inside_mask(fw)).mean > 0.01
+
+
+def _pan_case():
+    """3x4 images, flow 0 -> 1 = one pixel to the right everywhere (the camera pans), flow 1 -> 0 = one to the left.
+
+    O_1[c, y, x] = 0.1 x and O_0 = 0.1 (x + 1), so warp(O_1, flow)[y, x] = O_1[y, x + 1] = O_0[y, x] for x <= 2.
+    Column x = 3 leaves frame 1: the library leaves it out (E_warp = 0); Lai et al.'s rule compares it with the
+    border pixel O_1[y, 3] = 0.3 against O_0 = 0.4, so 3 rows x 3 channels of 0.1^2 over 12 pixels x 3 channels.
+    """
+    x = torch.arange(4, dtype=torch.float32).view(1, 1, 1, 4).expand(1, 3, 3, 4)
+    outputs = torch.cat([0.1 * (x + 1), 0.1 * x])
+    fw = torch.zeros(1, 2, 3, 4)
+    fw[:, 0] = 1.0
+    return outputs, fw, -fw
+
+
+def test_e_warp_lai_rule_keeps_out_of_frame_pixels_against_the_border_pixel_by_hand():
+    outputs, fw, _ = _pan_case()
+    ones = torch.ones(1, 1, 3, 4)
+    assert warping_error(outputs, fw, ones).per_pair.tolist() == [0.0]  # the library drops column 3 itself
+    kept = warping_error(outputs, fw, ones, out_of_frame="keep")
+    assert kept.per_pair.tolist() == pytest.approx([9 * 0.1**2 / 36])
+    assert kept.valid_fraction.tolist() == pytest.approx([1.0])
+    # a pixel marked invalid stays invalid under Lai et al.'s rule: one of column 3's pixels dropped by hand
+    ones[0, 0, 1, 3] = 0
+    assert warping_error(outputs, fw, ones, out_of_frame="keep").per_pair.tolist() == pytest.approx([6 * 0.1**2 / 33])
+
+
+def test_e_warp_lai_rule_reads_the_nearest_border_pixel_on_both_axes_and_far_outside():
+    g = torch.Generator().manual_seed(1)
+    outputs = torch.rand(2, 3, 4, 5, generator=g)
+    fw = torch.zeros(1, 2, 4, 5)
+    fw[:, 0], fw[:, 1] = -7.5, 30.0  # far left and below: every pixel samples the bottom-left corner
+    expected = (outputs[0] - outputs[1, :, 3:4, 0:1]).pow(2).mean()
+    kept = warping_error(outputs, fw, torch.ones(1, 1, 4, 5), out_of_frame="keep")
+    assert kept.per_pair.tolist() == pytest.approx([float(expected)])
+
+
+def test_e_warp_lai_rule_treats_unknown_flow_as_invalid_and_rejects_unknown_rules():
+    outputs, fw, _ = _pan_case()
+    fw[0, :, 0, 3] = math.nan
+    kept = warping_error(outputs, fw, torch.ones(1, 1, 3, 4), out_of_frame="keep")
+    assert kept.per_pair.tolist() == pytest.approx([6 * 0.1**2 / 33])
+    with pytest.raises(UserInputError, match="out_of_frame"):
+        warping_error(outputs, fw, torch.ones(1, 1, 3, 4), out_of_frame="lai")
+
+
+def test_lai_valid_mask_is_the_consistency_check_without_the_frame_test():
+    outputs, fw, bw = _pan_case()
+    assert lai_valid_mask(fw, bw).sum() == 12  # a uniform pan is consistent everywhere, column 3 included
+    assert consistency_mask(fw, bw).sum() == 9  # the library's check drops the column that leaves the frame
+    spoiled = bw.clone()
+    spoiled[0, 0, 1, 2] = 2.0  # flow 1 -> 0 at (y=1, x=2), where pixel (1, 1) of frame 0 lands, disagrees
+    lai = lai_valid_mask(fw, spoiled)
+    assert lai[0, 0, 1, 1] == 0 and lai.sum() == 11
+    # Lai et al.'s pair of rules: their mask with their out-of-frame rule gives the hand-computed value
+    assert warping_error(outputs, fw, lai_valid_mask(fw, bw), out_of_frame="keep").mean == pytest.approx(9 * 0.01 / 36)
 
 
 def test_e_warp_is_e_stab_of_the_time_reversed_video(sequence):

@@ -98,12 +98,15 @@ QUICK_RECIPE = QuickRecipe()
 TUTORIAL_VERSION = 4  # 4: the quick recipe of benchmarks/quick_recipe.py (256 x 192 scenes, offline loss network)
 
 
-def _real_frames() -> Path | None:
-    """MPI Sintel's training folder for full mode (downloaded and verified once), or None with one message."""
+def _real_frames(allow_download: bool | None = None) -> Path | None:
+    """MPI Sintel's training folder for full mode (downloaded and verified once), or None with one message.
+
+    ``allow_download=False`` uses a copy already cached or mirrored but never starts the multi-GB download.
+    """
     from ..recipe import prepare_sintel
 
     try:
-        return prepare_sintel()
+        return prepare_sintel(allow_download=allow_download)
     except ReconetError as exc:
         print(f"full mode trains on generated photo scenes instead of MPI Sintel: {exc}")
         return None
@@ -117,7 +120,7 @@ def _finished(last: Path, steps: int) -> bool:
 
 
 def ensure_tutorial_checkpoints(quick: bool, device, *, output_dir: str | os.PathLike | None = None,
-                                progress: bool = False) -> dict[str, Path]:
+                                progress: bool = False, download_sintel: bool | None = None) -> dict[str, Path]:
     """The notebooks' two trained models, trained now if they are not cached yet.
 
     ``"reconet"``: ReCoNet with all five loss terms; ``"baseline"``: the same network, data and steps with
@@ -131,6 +134,8 @@ def ensure_tutorial_checkpoints(quick: bool, device, *, output_dir: str | os.Pat
         device: where to train.
         output_dir: cache folder instead of the default.
         progress: show progress bars.
+        download_sintel: full mode only: ``False`` never starts MPI Sintel's download (about 5.3 GB; a cached
+            or mirrored copy is still used), ``None`` follows ``$RECONET_OFFLINE`` (the notebooks ask first).
     Returns:
         ``{"reconet": path, "baseline": path}`` of ``last.pt`` checkpoints.
     """
@@ -140,7 +145,7 @@ def ensure_tutorial_checkpoints(quick: bool, device, *, output_dir: str | os.Pat
     # ImageNet VGG-16 and 'candy' whenever they can be had (file, cache, mirror, download); otherwise random
     # weights and 'mosaic', announced in one message (reconet_lib.resources).
     chosen = tutorial_resources()
-    sintel = None if quick else _real_frames()
+    sintel = None if quick else _real_frames(download_sintel)
     result = {}
     for name, temporal in (("reconet", True), ("baseline", False)):
         config = tutorial_config(quick, device, temporal=temporal, loss_network=chosen.loss_network,
