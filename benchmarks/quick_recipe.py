@@ -142,6 +142,7 @@ def _run(args) -> list[dict]:
                 changes = {**CANDIDATES[name], **({"steps": args.steps} if args.steps else {})}
                 trained = _train_both(name, changes, data_root, tmp / _slug(name), busy)
                 row = {"candidate": name, "busy": busy, "wall_s": trained["wall_s"], "cpu_s": trained["cpu_s"],
+                       "load_avg": os.getloadavg()[1],
                        **_measure(trained, args.hold_out, style)}
                 if args.save_frames and not busy:
                     _save_frames(row.pop("frames"), Path(args.save_frames) / f"{_slug(name)}.png")
@@ -166,12 +167,12 @@ def _save_frames(frames, path: Path) -> None:
 
 def _table(rows: list[dict], header: str) -> None:
     print(f"\n{header}")
-    print("| candidate | load | train both (wall s) | CPU s | edge (clip / still) | colour (clip / still) "
-          "| e_stab ReCoNet / baseline |")
-    print("|---|---|---|---|---|---|---|")
+    print("| candidate | competing load | train both (wall s) | CPU s | machine load avg | edge (clip / still) "
+          "| colour (clip / still) | e_stab ReCoNet / baseline |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['candidate']} | {'one busy process' if r['busy'] else 'quiet'} | {r['wall_s']:.0f} | "
-              f"{r['cpu_s']:.0f} | {r['edge_clip']:.2f} / {r['edge_still']:.2f} | "
+              f"{r['cpu_s']:.0f} | {r['load_avg']:.1f} | {r['edge_clip']:.2f} / {r['edge_still']:.2f} | "
               f"{r['colour_clip']:.2f} / {r['colour_still']:.2f} | {r['e_stab_ratio']:.2f} "
               f"({r['reconet_e_stab']:.2e} / {r['baseline_e_stab']:.2e}) |")
 

@@ -94,6 +94,17 @@ class QuickRecipe:
 QUICK_RECIPE = QuickRecipe()
 
 
+def expected_time(quick: bool, steps: int) -> str:
+    """What a learner should expect one tutorial model to take, said before it starts (quick: measured figures of
+    ``benchmarks/quick_recipe.py`` on a 2-core CPU, see ``docs/results.md``; full: the labelled Colab estimate)."""
+    if quick:
+        return (f"quick mode: {steps} steps, about a minute on two idle CPU cores, a few minutes while other "
+                "programs keep them busy")
+    from ..recipe import colab_time_estimate
+
+    return f"full mode: {colab_time_estimate(steps)}"
+
+
 #: Part of the tutorial checkpoints' cache key: bump it to retrain them after a change of the training code.
 TUTORIAL_VERSION = 4  # 4: the quick recipe of benchmarks/quick_recipe.py (256 x 192 scenes, offline loss network)
 
@@ -159,7 +170,7 @@ def ensure_tutorial_checkpoints(quick: bool, device, *, output_dir: str | os.Pat
         # Notebooks may run side by side: the first one trains, the others wait for it and reuse the result.
         with exclusive(folder / f".{run_dir.name}.lock", wait=True):
             if not _finished(last, config.steps):
-                print(f"training the tutorial's {name!r} model ({'quick' if quick else 'full'} mode) into {run_dir}")
+                print(f"training the tutorial's {name!r} model ({expected_time(quick, config.steps)}) into {run_dir}")
                 train(config, resume=True, progress=progress, verbose=False)
         result[name] = last
     return result

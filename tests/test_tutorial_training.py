@@ -1,0 +1,75 @@
+"""The tutorial's training: progress a learner can watch, the time said up front, the quick recipe and the
+offline loss network it uses."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from reconet_lib import synthetic
+from reconet_lib.losses import LossWeights
+from reconet_lib.train import TrainConfig, train
+from reconet_lib.train import tutorial
+
+
+@pytest.fixture(scope="module")
+def pairs_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("scenes") / "training"
+    return synthetic.generate_dataset(root, scenes=1, config=synthetic.SyntheticConfig(height=40, width=48, frames=3))
+
+
+def test_training_progress_shows_pairs_per_second_time_left_and_the_step(pairs_root, tmp_path, capsys,
+                                                                          monkeypatch):
+    monkeypatch.setenv("RECONET_DATA", str(tmp_path / "data"))
+    config = TrainConfig(data=[{"kind": "synthetic", "path": str(pairs_root)}], model="tiny", crop=(32, 32),
+                         batch_size=2, steps=3, vgg_weights=None, loss=LossWeights.offline(), style="mosaic",
+                         style_size=64, output=str(tmp_path / "run"), log_every=1, num_workers=0, device="cpu",
+                         precision="fp32")
+    train(config, progress=True, verbose=False)
+    captured = capsys.readouterr()
+    assert captured.err == ""  # the bar goes to stdout: nothing on stderr in a notebook or a terminal
+    final = captured.out.replace("\r", "\n").strip().splitlines()[-1]
+    assert re.search(r"\b6/6\b", final), final  # counts frame pairs: 3 steps x 2 pairs
+    assert "pair/s" in final or "s/pair" in final, final  # the rate, in pairs
+    assert re.search(r"<\d\d:\d\d", final), final  # time left
+    assert "step=3/3" in final, final
+
+
+def test_the_expected_time_is_said_before_training_starts(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("RECONET_OFFLINE", "1")
+    monkeypatch.setenv("RECONET_DATA", str(tmp_path / "data"))
+    calls = []
+
+    def fake_train(config, **kwargs):
+        calls.append(config)
+        out = capsys.readouterr().out
+        assert "about a minute on two idle CPU cores" in out and f"{config.steps} steps" in out
+        raise KeyboardInterrupt  # stop after the announcement: nothing is trained in this test
+
+    monkeypatch.setattr(tutorial, "train", fake_train)
+    with pytest.raises(KeyboardInterrupt):
+        tutorial.ensure_tutorial_checkpoints(quick=True, device="cpu", output_dir=tmp_path / "ckpt")
+    assert len(calls) == 1
+    assert "full mode: estimate, not measured" in tutorial.expected_time(False, 4000)
+
+
+def test_the_quick_recipe_is_what_tutorial_config_builds():
+    r = tutorial.QUICK_RECIPE
+    config = tutorial.tutorial_config(True, "cpu", loss_network="vgg16_random", style="candy")
+    assert (config.model, config.crop, config.batch_size, config.steps, config.lr) == (
+        r.model, r.crop, r.batch_size, r.steps, r.lr)
+    assert config.vgg_weights is None and config.loss == LossWeights.offline()
+    real = tutorial.tutorial_config(True, "cpu", loss_network="vgg16_imagenet", style="candy")
+    assert real.vgg_weights == "imagenet" and real.loss == LossWeights()
+    baseline = tutorial.tutorial_config(True, "cpu", temporal=False, loss_network="vgg16_random")
+    assert baseline.loss.lambda_f == baseline.loss.lambda_o == 0 and baseline.loss.beta == LossWeights.offline().beta
+    with pytest.raises(Exception, match="loss_network"):
+        tutorial.tutorial_config(True, "cpu", loss_network="resnet")
+
+
+def test_the_quick_crops_fit_the_quick_scenes_which_are_readable():
+    scenes = synthetic.default_config(True)
+    w, h = tutorial.QUICK_RECIPE.crop
+    assert w <= scenes.width and h <= scenes.height
+    assert max(scenes.width, scenes.height) >= 256  # what the notebooks show is at least 256 px wide
