@@ -320,8 +320,8 @@ def style_loss(
             a batch of 1 is broadcast to B.
         layer_weights: ``{layer: w_l}``; layers with weight 0 are skipped.
         relative: divide each layer's term by ``mean(G_target_l^2)``, so that every layer weighs the same
-            whatever its feature scale (``LossWeights.normalise="relative"``; for random loss networks,
-            whose layers differ in scale by orders of magnitude).
+            whatever its feature scale (``LossWeights.normalise="relative"``; for random loss networks, whose
+            feature scales mean nothing).
     Returns:
         float32 scalar.
     """
@@ -598,8 +598,9 @@ class LossWeights:
     def offline(cls, **overrides) -> "LossWeights":
         """Weights for the offline loss network of the tutorial: a seeded *random* VGG-16 (``vgg_weights=None``).
 
-        A random VGG-16's layers differ in scale by orders of magnitude and its deepest layers mix everything
-        into noise, so: relative normalisation (each content and Gram term divided by its target's mean square),
+        A random VGG-16's feature scale has nothing to do with ImageNet VGG-16's (the default weights were tuned
+        for the latter) and its deepest layers mix everything into noise, so: relative normalisation (each content
+        and Gram term divided by its target's mean square, so every term starts near 1 whatever the scale),
         style at ``relu1_2``, ``relu2_2`` and ``relu3_3`` with equal weights summing to 1, content at
         ``relu2_2`` (the shallower layer keeps the picture's edges). Chosen over the random multi-scale texture
         network (:meth:`offline_texture`) and over the classic absolute terms by ``benchmarks/quick_recipe.py``

@@ -83,5 +83,5 @@ def stylise_by_optimisation(photo: torch.Tensor, style_image: torch.Tensor, loss
         total.backward()
         optimiser.step()
         for key, value in {**terms, "total": total}.items():
-            history[key].append(float(value))
+            history[key].append(float(value.detach()))
     return OptimisationResult(torch.sigmoid(logits).detach().cpu(), history)

@@ -154,3 +154,25 @@ def test_optimisation_refuses_a_batch_in_words():
     weights = LossWeights.offline_texture()
     with pytest.raises(UserInputError, match="one RGB image"):
         stylise_by_optimisation(_images(0), _images(1, b=1), build_loss_network(weights), weights, steps=1)
+
+
+def test_with_a_random_vgg_relative_terms_start_near_one_whatever_the_feature_scale():
+    weights = LossWeights.offline()
+    net = build_loss_network(weights, vgg_weights=None, seed=0)
+    out, style = _images(11, b=1, h=64, w=64), _images(12, b=1, h=64, w=64) ** 3
+    feats = net(out, layers=weights.vgg_layers)
+    grams = {k: gram_matrix(v) for k, v in net(style, layers=list(weights.style_layer_weights)).items()}
+    relative = [float(style_loss(feats, grams, {k: 1.0}, relative=True)) for k in weights.style_layer_weights]
+    absolute = [float(style_loss(feats, grams, {k: 1.0})) for k in weights.style_layer_weights]
+    assert all(0.01 < r < 10 for r in relative), relative  # comparable with the content term, which starts near 1
+    assert all(a < 1e-3 for a in absolute), absolute  # the absolute scale is the random network's, not ImageNet's
+
+
+def test_the_offline_weights_name_a_random_vgg_with_relative_terms_and_shallow_layers():
+    w = LossWeights.offline()
+    assert (w.network, w.normalise, w.content_layer) == ("vgg16", "relative", "relu2_2")
+    assert set(w.style_layer_weights) == {"relu1_2", "relu2_2", "relu3_3"}
+    assert sum(w.style_layer_weights.values()) == pytest.approx(1.0)
+    net = build_loss_network(w, vgg_weights=None)
+    assert isinstance(net, losses.VGGFeatures) and net.weights_source == "random"
+    assert len(net.features) == losses.VGG_LAYERS["relu3_3"] + 1  # built only as deep as the loss needs
