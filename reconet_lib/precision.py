@@ -1,6 +1,6 @@
 """Devices and precisions: the one place that decides where and in which number format the networks run.
 
-Every part of the library (``network.optimize_for_inference``, video stylisation, training with
+Every part of the library (``inference.optimize_for_inference``, video stylisation, training with
 ``precision="auto"``), the benchmarks and the notebooks ask this module; nothing else parses a device name or
 guesses whether a number format is fast.
 
@@ -230,16 +230,34 @@ WINOGRAD_MIN_CHANNELS = 64
 _BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_has_avx512() -> bool:
+    """Whether the CPU itself has AVX-512 (the ``avx512f`` flag), whatever this process's settings allow.
+
+    Read from the operating system's CPU flags (``/proc/cpuinfo`` on Linux). Elsewhere, torch's public capability
+    string (``torch.backends.cpu.get_cpu_capability()``) stands in: it reports the CPU unless
+    ``ATEN_CPU_CAPABILITY`` lowers it.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return "avx512f" in line.split()
+    except OSError:
+        pass
+    return torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512")
+
+
 def onednn_avx512() -> bool:
     """Whether oneDNN's float32 convolutions may use AVX-512 here: the CPU has it and no cap forbids it."""
-    if not torch.cpu._is_avx512_supported():
+    if not cpu_has_avx512():
         return False
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
     return cap.strip().upper() not in _BELOW_AVX512
 
 
 def inference_winograd(device: str | torch.device, dtype: torch.dtype, channels: int | None = None) -> bool:
-    """Whether :func:`reconet_lib.network.optimize_for_inference` computes a 3x3 convolution by Winograd.
+    """Whether :func:`reconet_lib.inference.optimize_for_inference` computes a 3x3 convolution by Winograd.
 
     Yes on an x86 CPU in float32 (or float64) whose direct convolutions (oneDNN) run without AVX-512 (AVX2 CPUs
     such as AMD Zen 3 and most laptops, or any CPU under ``ONEDNN_MAX_CPU_ISA=AVX2``), for layers at least

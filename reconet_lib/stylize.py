@@ -7,7 +7,7 @@ writer thread encodes the previous ones, through bounded queues (memory does not
 
 The network runs as :class:`StylizeNetwork` runs it: device and precision come from
 :mod:`reconet_lib.precision`; on a CPU a :class:`~reconet_lib.network.ReCoNet` always goes through
-:func:`~reconet_lib.network.optimize_for_inference` (channels-last, rewritten output and upsampling layers;
+:func:`~reconet_lib.inference.optimize_for_inference` (channels-last, rewritten output and upsampling layers;
 bfloat16 where the CPU runs it natively, else float32 with Winograd convolutions below AVX-512; freed memory
 reused); on CUDA it runs under float16 autocast.
 
@@ -33,7 +33,8 @@ import torch
 
 from . import memory
 from .errors import UserInputError
-from .network import ReCoNet, optimize_for_inference
+from .inference import optimize_for_inference
+from .network import ReCoNet
 from .precision import inference_autocast, parse_device
 from .sizes import Size, check_size, format_size, resolve_size, size_arg
 from .video import (DEFAULT_FPS, VIDEO_SUFFIXES, check_fps, prepared_output, probe, read_frames, write_frames,

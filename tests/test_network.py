@@ -9,20 +9,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from reconet_lib import precision
 from reconet_lib.errors import UserInputError
-from reconet_lib.network import (
-    PRESETS,
-    ReCoNet,
-    ReCoNetConfig,
-    SpaceToDepthConv,
-    SubPixelUpsampleConv,
-    conv_layers,
-    count_flops,
-    count_parameters,
-    optimize_for_inference,
-    WinogradConvLayer,
-    receptive_field,
-    reflect_pad,
-)
+from reconet_lib.cost import conv_layers, count_flops, count_parameters, receptive_field
+from reconet_lib.inference import SpaceToDepthConv, SubPixelUpsampleConv, WinogradConvLayer, optimize_for_inference
+from reconet_lib.network import PRESETS, ReCoNet, ReCoNetConfig, reflect_pad
 
 
 @pytest.fixture(autouse=True)

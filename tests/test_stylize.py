@@ -57,10 +57,10 @@ def test_stylize_video_matches_the_model_applied_frame_by_frame(tmp_path, tiny_m
 
 
 def test_stylize_video_in_half_precision_on_cpu_uses_the_optimised_network(tmp_path, tiny_model, monkeypatch):
-    from reconet_lib import network
+    from reconet_lib import inference
 
     calls = []
-    real = network.optimize_for_inference
+    real = inference.optimize_for_inference
     monkeypatch.setattr(stylize, "optimize_for_inference", lambda *a, **k: calls.append(k) or real(*a, **k))
     clip = smooth_clip(frames=4)
     stylize.stylize_video(tiny_model, clip, tmp_path / "frames", batch_size=2, half=True, progress=False)
@@ -74,10 +74,10 @@ def test_stylize_video_in_half_precision_on_cpu_uses_the_optimised_network(tmp_p
 
 def test_stylize_video_on_a_cpu_without_native_bf16_runs_the_optimised_network_in_fp32(tmp_path, tiny_model,
                                                                                         monkeypatch):
-    from reconet_lib import network, precision
+    from reconet_lib import inference, precision
 
     calls = []
-    real = network.optimize_for_inference
+    real = inference.optimize_for_inference
     monkeypatch.setattr(stylize, "optimize_for_inference", lambda *a, **k: calls.append(k) or real(*a, **k))
     monkeypatch.setattr(precision, "cpu_bf16_native", lambda: False)
     clip = smooth_clip(frames=3)
