@@ -145,8 +145,8 @@ def reflect_pad(x: torch.Tensor, left: int, right: int, top: int, bottom: int) -
     Returns:
         ``(B, C, H + top + bottom, W + left + right)``.
     """
-    if left == right == top == bottom == 0:
-        return x
+    if not torch.compiler.is_exporting() and left == right == top == bottom == 0:
+        return x  # (an exported graph keeps the pad: its sizes are symbolic, and a pad by 0 changes nothing)
     h, w = x.shape[-2:]
     reflectable = max(left, right) < w and max(top, bottom) < h
     return F.pad(x, (left, right, top, bottom), mode="reflect" if reflectable else "replicate")
@@ -287,7 +287,8 @@ class ReCoNet(nn.Module):
         """
         z = self.decoder(features)
         if size is not None:
-            height, width = int(size[0]), int(size[1])
+            # sizes from a shape stay as they are (symbolic while exporting); anything else becomes an int
+            height, width = (s if isinstance(s, (int, torch.SymInt)) else int(s) for s in size)
             if not (0 < height <= z.shape[-2] and 0 < width <= z.shape[-1]):
                 raise UserInputError(
                     f"size {(height, width)} does not fit the decoded {tuple(z.shape[-2:])}; "
