@@ -277,6 +277,23 @@ def inference_winograd(device: str | torch.device, dtype: torch.dtype, channels:
     return not onednn_avx512()
 
 
+def inference_streams(device: str | torch.device) -> tuple[int, int]:
+    """``(streams, threads per stream)``: how many frames of a batch run at once on ``device``, and how.
+
+    CPU: one stream per intra-op thread (``torch.get_num_threads()``, by default one per core), each single
+    threaded. A frame of ReCoNet is ~100 operations, each a parallel section whose threads meet at its end; when
+    another program holds a core, every meeting waits for a thread that is not running, and one frame on two
+    threads took 2.7x as long per frame as two frames on one thread each (measured on a 2-core AMD EPYC shared
+    with other programs, paper model at 640x360, bf16; see ``docs/results.md``). Single-threaded streams never
+    wait for each other, and on a quiet machine they also save what the threads lose at those meetings.
+    CUDA: one stream (the GPU is fed by batching).
+    """
+    device = torch.device(device)
+    if device.type != "cpu":
+        return 1, 1
+    return max(1, torch.get_num_threads()), 1
+
+
 def training_precision(device: str | torch.device, requested: str = "auto") -> tuple[torch.dtype | None, bool]:
     """``(autocast dtype or None for float32, whether a gradient scaler is needed)`` for training on ``device``.
 

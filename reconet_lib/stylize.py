@@ -35,7 +35,7 @@ from . import memory
 from .errors import UserInputError
 from .inference import optimize_for_inference
 from .network import ReCoNet
-from .precision import inference_autocast, parse_device
+from .precision import inference_autocast, inference_streams, parse_device
 from .sizes import Size, check_size, format_size, resolve_size, size_arg
 from .video import (DEFAULT_FPS, VIDEO_SUFFIXES, check_fps, prepared_output, probe, read_frames, write_frames,
                     write_video)
@@ -173,8 +173,13 @@ DEFAULT_BATCH_SIZE = {"cpu": 1, "cuda": 4}
 
 
 def default_batch_size(device: torch.device) -> int:
-    """Frames per network call on ``device`` when the user gives none (:data:`DEFAULT_BATCH_SIZE`)."""
-    return DEFAULT_BATCH_SIZE.get(torch.device(device).type, 1)
+    """Frames per network call on ``device`` when the user gives none: on a CPU one frame per inference stream
+    (:func:`reconet_lib.precision.inference_streams`, frames run at once, one per core), else
+    :data:`DEFAULT_BATCH_SIZE`."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return inference_streams(device)[0]
+    return DEFAULT_BATCH_SIZE.get(device.type, 1)
 
 
 def estimate_memory(model: torch.nn.Module, frame_size: tuple[int, int], batch_size: int,
