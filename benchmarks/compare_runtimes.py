@@ -18,7 +18,10 @@ OpenVINO refuses to start under ``ONEDNN_MAX_CPU_ISA``), so in the avx2 rows the
 what their defaults choose on an AVX2 CPU, float32 (``INFERENCE_PRECISION_HINT=f32``): a comparison tilted in
 their favour. Peak memory is the peak resident set size of the contender's process (``VmHWM``), imports included
 (PyTorch alone takes about 0.5 GB; OpenVINO about 55 MB), and beside it the peak above the process's size after
-its imports.
+its imports. **CPU s/frame** is the CPU time of the contender's process and its ffmpeg children from model loading
+to the closed file, per frame: unlike frames/s it hardly depends on what else the machine runs, so on a shared
+machine it is the figure to compare (a contender that needs 1.2x less CPU per frame is 1.2x faster on an
+otherwise idle machine whose cores it keeps busy).
 
 Prints one table per CPU kind, each figure beside the OpenVINO loop's and the eager loop's; targets: project at
 least 1.2x the OpenVINO loop's frames/s and at most 1.5x its peak memory, and never slower than eager (busy too).
@@ -50,6 +53,14 @@ def _memory() -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the ffmpeg decoders and encoders), user + system."""
+    import resource
+
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def _simple_loop(clip: str, out: str, run) -> int:
     """imageio decode -> ``run`` (float32 NCHW [0, 1] -> same) -> imageio libx264 encode; returns frames."""
     import imageio.v2 as imageio
@@ -70,10 +81,9 @@ def _simple_loop(clip: str, out: str, run) -> int:
 
 def child(args) -> None:
     """Run one contender in this process; print one JSON line."""
-    after_imports = None
     if args.child == "project":
         from reconet_lib import cli, video
-        after_imports = _memory()[0]
+        after_imports, cpu_at_imports = _memory()[0], _cpu_seconds()
         start = time.perf_counter()
         status = cli.main(["stylize", args.clip, "--checkpoint", args.checkpoint, "-o", args.out, "--quiet"])
         if status:
@@ -81,14 +91,14 @@ def child(args) -> None:
         frames = video.probe(args.out).frame_count
     elif args.child == "openvino":
         import openvino
-        after_imports = _memory()[0]
+        after_imports, cpu_at_imports = _memory()[0], _cpu_seconds()
         start = time.perf_counter()
         config = {"INFERENCE_PRECISION_HINT": "f32"} if args.kind == "avx2" else {}
         compiled = openvino.compile_model(args.onnx, "CPU", config)
         frames = _simple_loop(args.clip, args.out, lambda x: compiled(x)[0])
     elif args.child == "onnxruntime":
         import onnxruntime
-        after_imports = _memory()[0]
+        after_imports, cpu_at_imports = _memory()[0], _cpu_seconds()
         start = time.perf_counter()
         session = onnxruntime.InferenceSession(args.onnx, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
@@ -96,7 +106,7 @@ def child(args) -> None:
     else:
         import torch
         from reconet_lib.checkpoint import load_model
-        after_imports = _memory()[0]
+        after_imports, cpu_at_imports = _memory()[0], _cpu_seconds()
         start = time.perf_counter()
         model = load_model(args.checkpoint)
 
@@ -106,8 +116,9 @@ def child(args) -> None:
         frames = _simple_loop(args.clip, args.out, run)
     seconds = time.perf_counter() - start
     peak = _memory()[1]
+    cpu = _cpu_seconds() - cpu_at_imports
     print(json.dumps({"frames": frames, "seconds": seconds, "fps": frames / seconds, "peak_mb": peak,
-                      "above_imports_mb": peak - after_imports}))
+                      "above_imports_mb": peak - after_imports, "cpu_s_per_frame": cpu / frames}))
 
 
 # ------------------------------------------------------------------------------------------------ the parent
@@ -166,7 +177,8 @@ def _run(contender: str, kind: str, files: dict, folder: Path, frames: int, busy
 
 
 def _table(kind: str, results: dict, loads: list[str]) -> None:
-    print(f"\n== {kind}: frames/s end to end (x OpenVINO loop, x eager loop) and peak RSS (x OpenVINO loop) ==")
+    print(f"\n== {kind}: frames/s end to end (x OpenVINO loop, x eager loop), CPU time per frame (OpenVINO's / "
+          f"this), peak RSS (x OpenVINO loop) ==")
     for load in loads:
         ov, eager = results[load].get("openvino", {}), results[load].get("eager", {})
         for name in CONTENDERS:
@@ -179,9 +191,10 @@ def _table(kind: str, results: dict, loads: list[str]) -> None:
             vs_ov = f"{r['fps'] / ov['fps']:5.2f}x OV" if "fps" in ov else "   - OV"
             vs_eager = f"{r['fps'] / eager['fps']:5.2f}x eager" if "fps" in eager else "   - eager"
             mem_ov = f"{r['peak_mb'] / ov['peak_mb']:4.2f}x OV" if "peak_mb" in ov else "  -"
-            print(f"  {load:5} {name:11} {r['fps']:6.2f} frames/s ({vs_ov}, {vs_eager})   peak {r['peak_mb']:6.0f} MB "
-                  f"({mem_ov}; {r['above_imports_mb']:5.0f} MB above imports)   {r['frames']} frames in "
-                  f"{r['seconds']:.1f} s")
+            cpu_ov = f"{ov['cpu_s_per_frame'] / r['cpu_s_per_frame']:4.2f}x OV" if "cpu_s_per_frame" in ov else "-"
+            print(f"  {load:5} {name:11} {r['fps']:6.2f} frames/s ({vs_ov}, {vs_eager})   CPU "
+                  f"{r['cpu_s_per_frame']:5.2f} s/frame ({cpu_ov} less)   peak {r['peak_mb']:5.0f} MB ({mem_ov}; "
+                  f"{r['above_imports_mb']:4.0f} MB above imports)   {r['frames']} frames in {r['seconds']:.1f} s")
 
 
 def main() -> None:
