@@ -166,9 +166,9 @@ def check_finite_weights(model: torch.nn.Module, what: str = "the model") -> Non
 # --------------------------------------------------------------------------------------------------------------
 
 
-#: Frames per network call when none is given: 1 on a CPU (larger batches were measured slower there and hold
-#: several times the memory: paper model at 1280x720, 0.29 frames/s at batch 4 vs 0.54 at batch 1), 4 on CUDA
-#: (batching keeps the GPU busy).
+#: Frames per network call when none is given, by device type: 4 on CUDA (batching keeps the GPU busy). On a CPU
+#: :func:`default_batch_size` gives one frame per inference stream instead (one frame per core, each single
+#: threaded; a batch of 4 run as one two-threaded call was measured slower, 0.29 vs 0.54 frames/s at 1280x720).
 DEFAULT_BATCH_SIZE = {"cpu": 1, "cuda": 4}
 
 

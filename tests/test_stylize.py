@@ -233,15 +233,18 @@ def test_the_pipeline_names_still_resolve_from_the_video_module():
         video.no_such_name  # noqa: B018
 
 
-def test_default_batch_is_one_frame_on_a_cpu_and_four_on_a_gpu():
-    assert stylize.default_batch_size(torch.device("cpu")) == 1
+def test_default_batch_is_one_frame_per_inference_stream_on_a_cpu_and_four_on_a_gpu():
+    from reconet_lib import precision
+
+    assert stylize.default_batch_size(torch.device("cpu")) == precision.inference_streams("cpu")[0]
     assert stylize.default_batch_size(torch.device("cuda", 0)) == 4
 
 
-def test_stylize_video_without_a_batch_size_calls_the_network_one_frame_at_a_time_on_a_cpu(tmp_path, tiny_model,
-                                                                                         monkeypatch):
+def test_stylize_video_without_a_batch_size_calls_the_network_one_frame_per_stream_on_a_cpu(tmp_path, tiny_model,
+                                                                                            monkeypatch):
     sizes = []
     real = stylize.StylizeNetwork.__call__
     monkeypatch.setattr(stylize.StylizeNetwork, "__call__", lambda self, batch: sizes.append(len(batch)) or real(self, batch))
+    monkeypatch.setattr(stylize, "inference_streams", lambda device: (2, 1))
     stylize.stylize_video(tiny_model, smooth_clip(frames=3), tmp_path / "frames", progress=False)
-    assert sizes == [1, 1, 1]
+    assert sizes == [2, 1]
