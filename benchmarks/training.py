@@ -105,6 +105,50 @@ def warp_speed(device: torch.device, height: int, width: int, rounds: int = 5) -
               f"gather {best['gather'] * 1e3:7.1f} ms ({best['gather'] / best['grid_sample']:.1f}x)")
 
 
+def loss_step_speed(device: torch.device, height: int, width: int, preset: str, rounds: int = 3) -> None:
+    """Print seconds per loss + backward + Adam step with each warp (alternating, fastest of ``rounds``).
+
+    The step of :func:`reconet_lib.losses.pair_losses` (network on both frames, VGG-16 with random weights, all five
+    loss terms) with ``losses.warp`` set to ``warp`` or to ``warp_by_gather``; the data is one random pair.
+    """
+    from reconet_lib import losses
+    from reconet_lib.network import ReCoNet, ReCoNetConfig
+    from reconet_lib.warp import inside_mask, warp, warp_by_gather
+
+    def gather(image, flow, *, mode="bilinear", return_valid=False):  # the warp before: same answer, by gathers
+        out = warp_by_gather(image, flow, mode=mode)
+        return (out, inside_mask(flow).expand(out.shape[0], -1, -1, -1)) if return_valid else out
+
+    generator = torch.Generator().manual_seed(0)
+    model = ReCoNet(ReCoNetConfig.preset(preset)).to(device).train()
+    vgg = losses.VGGFeatures(weights=None, device=device)
+    weights = losses.LossWeights()
+    grams = losses.style_grams(vgg, torch.rand(1, 3, 256, 256, generator=generator).to(device),
+                               weights.style_layer_weights)
+    batch = {"current": torch.rand(2, 3, height, width, generator=generator),
+             "previous": torch.rand(2, 3, height, width, generator=generator),
+             "flow": torch.randn(2, 2, height, width, generator=generator) * 3,
+             "valid": (torch.rand(2, 1, height, width, generator=generator) > 0.1).float()}
+    batch = {k: v.to(device) for k, v in batch.items()}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    best = {}
+    try:
+        for _ in range(rounds):
+            for name, fn in (("grid_sample", warp), ("gather", gather)):
+                losses.warp = fn
+                t0 = time.perf_counter()
+                optimizer.zero_grad(set_to_none=True)
+                losses.pair_losses(model, vgg, batch, grams, weights)["total"].backward()
+                optimizer.step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
+    finally:
+        losses.warp = warp
+    print(f"loss step ({preset}, batch 2, {height}x{width}): with grid_sample {1 / best['grid_sample']:.3f} steps/s, "
+          f"with gather {1 / best['gather']:.3f} steps/s ({best['gather'] / best['grid_sample']:.2f}x)")
+
+
 def run_child(args, height: int, width: int, precision: str, loader: str, folder: Path) -> dict:
     output = folder / f"{height}x{width}-{precision}-{loader}"
     command = [
@@ -147,7 +191,8 @@ def main() -> None:
 
     device = policy.parse_device(args.device)
     if args.warp:
-        return warp_speed(device, 360, 640)
+        warp_speed(device, 360, 640)
+        return loss_step_speed(device, *((128, 128) if args.quick else (256, 256)), args.preset)
     sizes = [(128, 128), (180, 320)] if args.quick else [(256, 256), (360, 640)]
     # "mixed" is the policy's reduced precision: bf16 or fp16 + scaler on CUDA by compute capability; on the CPU
     # bf16 only where it is native (on other CPUs it is emulated and many times slower, so it is skipped)
