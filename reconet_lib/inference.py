@@ -5,7 +5,9 @@
 
 * :class:`SubPixelUpsampleConv`: nearest x2 upsampling + 3x3 convolution computed on the small grid;
 * :class:`SpaceToDepthConv`: the last 9x9 convolution to 3 channels as a 3x3 convolution on a 4x smaller grid;
-* :class:`WinogradConvLayer`: 3x3 convolutions by Winograd's ``F(4x4, 3x3)`` (:mod:`reconet_lib.winograd`).
+* :class:`WinogradConvLayer`: 3x3 convolutions by Winograd's ``F(4x4, 3x3)`` (:mod:`reconet_lib.winograd`);
+
+and on a CPU it runs the frames of a batch as single-threaded streams, one per core (:class:`InferenceReCoNet`).
 """
 from __future__ import annotations
 
@@ -271,7 +273,7 @@ def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = N
             :data:`~reconet_lib.precision.WINOGRAD_MIN_CHANNELS` wide); True: every residual and upsampling
             layer; False: none. True needs float32 or float64.
         streams: frames of a batch run at the same time (default: the policy's, one per intra-op thread on a
-            CPU, 1 on CUDA); each gets ``torch.get_num_threads() // streams`` threads.
+            CPU, 1 on CUDA and with ``compile=True``); each gets ``torch.get_num_threads() // streams`` threads.
     Returns:
         a module mapping ``(B, 3, H, W)`` [0, 1] images to float32 ``(B, 3, H, W)`` in [0, 1]; call it under
         ``torch.inference_mode()``. Outputs match ``model.eval()(x)`` to about 1e-2 in half precision and to
@@ -298,6 +300,8 @@ def optimize_for_inference(model: ReCoNet, device: torch.device | str | None = N
     if streams is not None and (isinstance(streams, bool) or not isinstance(streams, int) or streams < 1):
         raise UserInputError(f"streams must be a positive integer (frames run at the same time); got {streams!r}")
     policy_streams, per_stream = inference_streams(device)
+    if streams is None and compile:
+        streams = 1  # the compiled graph is the whole batch; threads around it would only break it up
     streams = policy_streams if streams is None else streams
     per_stream = per_stream if streams == policy_streams else max(1, torch.get_num_threads() // streams)
     fast = InferenceReCoNet(model, dtype=dtype, device=device, space_to_depth=space_to_depth,
