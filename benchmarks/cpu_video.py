@@ -43,7 +43,8 @@ from video import draw_clip  # noqa: E402  (the benchmark folder's shared test s
 from reconet_lib import memory  # noqa: E402
 from reconet_lib import precision  # noqa: E402
 from reconet_lib import codec, stylize  # noqa: E402
-from reconet_lib.network import ReCoNet, count_flops  # noqa: E402
+from reconet_lib.cost import count_flops  # noqa: E402
+from reconet_lib.network import ReCoNet  # noqa: E402
 
 
 def matmul_rate(dtype: torch.dtype = torch.float32, n: int = 2048, seconds: float = 3.0) -> float:

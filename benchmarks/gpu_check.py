@@ -72,7 +72,9 @@ except ModuleNotFoundError:  # a checkout without `pip install -e .`
 from reconet_lib import losses
 from reconet_lib.errors import UserInputError
 from reconet_lib.files import atomic_write_text
-from reconet_lib.network import ReCoNet, count_flops, optimize_for_inference
+from reconet_lib.cost import count_flops
+from reconet_lib.inference import optimize_for_inference
+from reconet_lib.network import ReCoNet
 from reconet_lib.warp import inside_mask, warp
 
 REPO = Path(__file__).resolve().parents[1]

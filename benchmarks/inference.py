@@ -37,7 +37,9 @@ import torch
 
 from reconet_lib import precision
 from reconet_lib.errors import UserInputError
-from reconet_lib.network import ReCoNet, count_flops, count_parameters, optimize_for_inference
+from reconet_lib.cost import count_flops, count_parameters
+from reconet_lib.inference import optimize_for_inference
+from reconet_lib.network import ReCoNet
 
 SIZES = ((640, 360), (320, 180))  # (width, height)
 

@@ -20,6 +20,11 @@ The loss network has RANDOM weights (speed does not depend on them), the style i
     python benchmarks/training.py                    # paper model, 256x256 and 360x640, batch 2
     python benchmarks/training.py --quick            # CPU-sized: 128x128 and 180x320, a few steps
     python benchmarks/training.py --device cpu --preset demo --steps 5
+    python benchmarks/training.py --warp             # only: warp (grid_sample) vs its gather derivation, side by side
+
+``--warp`` times the backward warp both temporal losses call every step, forward and backward, on the output
+``(2, 3, H, W)`` and on paper-model features ``(2, 192, H/4, W/4)``: ``reconet_lib.warp.warp`` (``F.grid_sample``)
+against ``warp_by_gather`` (the hand-written four-tap gather it replaced), alternating calls in one process.
 """
 from __future__ import annotations
 
@@ -77,6 +82,73 @@ def child(args) -> None:
     }))
 
 
+def warp_speed(device: torch.device, height: int, width: int, rounds: int = 5) -> None:
+    """Print forward+backward milliseconds of ``warp`` and ``warp_by_gather``, measured alternately (best of rounds)."""
+    from reconet_lib.warp import warp, warp_by_gather
+
+    generator = torch.Generator().manual_seed(0)
+    for channels, scale in ((3, 1), (192, 4)):
+        h, w = height // scale, width // scale
+        image = torch.rand(2, channels, h, w, generator=generator).to(device).requires_grad_(True)
+        flow = (torch.randn(2, 2, h, w, generator=generator) * 3).to(device)
+        best = {}
+        for _ in range(rounds):
+            for name, fn in (("grid_sample", warp), ("gather", warp_by_gather)):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+                fn(image, flow).square().mean().backward()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
+        print(f"warp fwd+bwd (2, {channels:3}, {h}, {w}): grid_sample {best['grid_sample'] * 1e3:7.1f} ms, "
+              f"gather {best['gather'] * 1e3:7.1f} ms ({best['gather'] / best['grid_sample']:.1f}x)")
+
+
+def loss_step_speed(device: torch.device, height: int, width: int, preset: str, rounds: int = 3) -> None:
+    """Print seconds per loss + backward + Adam step with each warp (alternating, fastest of ``rounds``).
+
+    The step of :func:`reconet_lib.losses.pair_losses` (network on both frames, VGG-16 with random weights, all five
+    loss terms) with ``losses.warp`` set to ``warp`` or to ``warp_by_gather``; the data is one random pair.
+    """
+    from reconet_lib import losses
+    from reconet_lib.network import ReCoNet, ReCoNetConfig
+    from reconet_lib.warp import inside_mask, warp, warp_by_gather
+
+    def gather(image, flow, *, mode="bilinear", return_valid=False):  # the warp before: same answer, by gathers
+        out = warp_by_gather(image, flow, mode=mode)
+        return (out, inside_mask(flow).expand(out.shape[0], -1, -1, -1)) if return_valid else out
+
+    generator = torch.Generator().manual_seed(0)
+    model = ReCoNet(ReCoNetConfig.preset(preset)).to(device).train()
+    vgg = losses.VGGFeatures(weights=None, device=device)
+    weights = losses.LossWeights()
+    grams = losses.style_grams(vgg, torch.rand(1, 3, 256, 256, generator=generator).to(device),
+                               weights.style_layer_weights)
+    batch = {"current": torch.rand(2, 3, height, width, generator=generator),
+             "previous": torch.rand(2, 3, height, width, generator=generator),
+             "flow": torch.randn(2, 2, height, width, generator=generator) * 3,
+             "valid": (torch.rand(2, 1, height, width, generator=generator) > 0.1).float()}
+    batch = {k: v.to(device) for k, v in batch.items()}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    best = {}
+    try:
+        for _ in range(rounds):
+            for name, fn in (("grid_sample", warp), ("gather", gather)):
+                losses.warp = fn
+                t0 = time.perf_counter()
+                optimizer.zero_grad(set_to_none=True)
+                losses.pair_losses(model, vgg, batch, grams, weights)["total"].backward()
+                optimizer.step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
+    finally:
+        losses.warp = warp
+    print(f"loss step ({preset}, batch 2, {height}x{width}): with grid_sample {1 / best['grid_sample']:.3f} steps/s, "
+          f"with gather {1 / best['gather']:.3f} steps/s ({best['gather'] / best['grid_sample']:.2f}x)")
+
+
 def run_child(args, height: int, width: int, precision: str, loader: str, folder: Path) -> dict:
     output = folder / f"{height}x{width}-{precision}-{loader}"
     command = [
@@ -102,6 +174,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 10, quick 1)")
     parser.add_argument("--precisions", default="fp32,mixed", help="comma-separated: fp32, mixed, bf16, fp16")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--warp", action="store_true", help="only time warp against its gather form")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--height", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--width", type=int, help=argparse.SUPPRESS)
@@ -117,6 +190,9 @@ def main() -> None:
         return child(args)
 
     device = policy.parse_device(args.device)
+    if args.warp:
+        warp_speed(device, 360, 640)
+        return loss_step_speed(device, *((128, 128) if args.quick else (256, 256)), args.preset)
     sizes = [(128, 128), (180, 320)] if args.quick else [(256, 256), (360, 640)]
     # "mixed" is the policy's reduced precision: bf16 or fp16 + scaler on CUDA by compute capability; on the CPU
     # bf16 only where it is native (on other CPUs it is emulated and many times slower, so it is skipped)

@@ -85,17 +85,18 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     wait_passively()  # the `reconet` entry point: before the commands' modules import torch (cpu_threads)
-    from . import metrics, stylize, train
+    from . import export, metrics, stylize, train
 
     parser = OneLineParser(
         prog="reconet",
-        description="ReCoNet real-time coherent video style transfer: train, stylise, evaluate.",
+        description="ReCoNet real-time coherent video style transfer: train, stylise, evaluate, export.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     train.add_train_command(sub)
     stylize.add_stylize_command(sub)
     metrics.add_evaluate_command(sub)
+    export.add_export_command(sub)
     return parser
 
 

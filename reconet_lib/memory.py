@@ -94,7 +94,7 @@ def retain_freed_memory() -> bool:
     batches of 4, +1.9 GB at 1280x720 in batches of 4; in a long-lived process such as a Jupyter kernel, up to
     1.4 GB stayed held after a 1280x720 batch of 2). Blocks over :data:`HEAP_BLOCK_LIMIT` still go to the OS
     (and gain nothing). It is a process-wide setting, made once, on the first call (by
-    :func:`reconet_lib.network.optimize_for_inference` on a CPU); ``RECONET_RETAIN_FREED_MEMORY=0`` turns it
+    :func:`reconet_lib.inference.optimize_for_inference` on a CPU); ``RECONET_RETAIN_FREED_MEMORY=0`` turns it
     off. Only glibc (Linux) has these knobs; elsewhere this does nothing.
 
     Returns:

@@ -1,6 +1,6 @@
 """Devices and precisions: the one place that decides where and in which number format the networks run.
 
-Every part of the library (``network.optimize_for_inference``, video stylisation, training with
+Every part of the library (``inference.optimize_for_inference``, video stylisation, training with
 ``precision="auto"``), the benchmarks and the notebooks ask this module; nothing else parses a device name or
 guesses whether a number format is fast.
 
@@ -230,16 +230,34 @@ WINOGRAD_MIN_CHANNELS = 64
 _BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_has_avx512() -> bool:
+    """Whether the CPU itself has AVX-512 (the ``avx512f`` flag), whatever this process's settings allow.
+
+    Read from the operating system's CPU flags (``/proc/cpuinfo`` on Linux). Elsewhere, torch's public capability
+    string (``torch.backends.cpu.get_cpu_capability()``) stands in: it reports the CPU unless
+    ``ATEN_CPU_CAPABILITY`` lowers it.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return "avx512f" in line.split()
+    except OSError:
+        pass
+    return torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512")
+
+
 def onednn_avx512() -> bool:
     """Whether oneDNN's float32 convolutions may use AVX-512 here: the CPU has it and no cap forbids it."""
-    if not torch.cpu._is_avx512_supported():
+    if not cpu_has_avx512():
         return False
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
     return cap.strip().upper() not in _BELOW_AVX512
 
 
 def inference_winograd(device: str | torch.device, dtype: torch.dtype, channels: int | None = None) -> bool:
-    """Whether :func:`reconet_lib.network.optimize_for_inference` computes a 3x3 convolution by Winograd.
+    """Whether :func:`reconet_lib.inference.optimize_for_inference` computes a 3x3 convolution by Winograd.
 
     Yes on an x86 CPU in float32 (or float64) whose direct convolutions (oneDNN) run without AVX-512 (AVX2 CPUs
     such as AMD Zen 3 and most laptops, or any CPU under ``ONEDNN_MAX_CPU_ISA=AVX2``), for layers at least
@@ -257,6 +275,23 @@ def inference_winograd(device: str | torch.device, dtype: torch.dtype, channels:
     if channels is not None and channels < WINOGRAD_MIN_CHANNELS:
         return False
     return not onednn_avx512()
+
+
+def inference_streams(device: str | torch.device) -> tuple[int, int]:
+    """``(streams, threads per stream)``: how many frames of a batch run at once on ``device``, and how.
+
+    CPU: one stream per intra-op thread (``torch.get_num_threads()``, by default one per core), each single
+    threaded. A frame of ReCoNet is ~100 operations, each a parallel section whose threads meet at its end; when
+    another program holds a core, every meeting waits for a thread that is not running, and one frame on two
+    threads took 2.7x as long per frame as two frames on one thread each (measured on a 2-core AMD EPYC shared
+    with other programs, paper model at 640x360, bf16; see ``docs/results.md``). Single-threaded streams never
+    wait for each other, and on a quiet machine they also save what the threads lose at those meetings.
+    CUDA: one stream (the GPU is fed by batching).
+    """
+    device = torch.device(device)
+    if device.type != "cpu":
+        return 1, 1
+    return max(1, torch.get_num_threads()), 1
 
 
 def training_precision(device: str | torch.device, requested: str = "auto") -> tuple[torch.dtype | None, bool]:

@@ -10,7 +10,7 @@ in sync) unless an output frame rate is given, which spaces the frames evenly.
 
 The network runs as :class:`StylizeNetwork` runs it: device and precision come from
 :mod:`reconet_lib.precision`; on a CPU a :class:`~reconet_lib.network.ReCoNet` always goes through
-:func:`~reconet_lib.network.optimize_for_inference` (channels-last, rewritten output and upsampling layers;
+:func:`~reconet_lib.inference.optimize_for_inference` (channels-last, rewritten output and upsampling layers;
 bfloat16 where the CPU runs it natively, else float32 with Winograd convolutions below AVX-512; freed memory
 reused); on CUDA it runs under float16 autocast.
 
@@ -39,8 +39,9 @@ import torch
 from . import memory
 from .blend import StreamBlender, check_alpha
 from .errors import UserInputError
-from .network import ReCoNet, optimize_for_inference
-from .precision import inference_autocast, parse_device
+from .inference import optimize_for_inference
+from .network import ReCoNet
+from .precision import inference_autocast, inference_streams, parse_device
 from .sizes import Size, check_size, format_size, resolve_size, size_arg
 from .codec import VIDEO_SUFFIXES, write_timed_video
 from .files import prepared_output
@@ -174,15 +175,20 @@ def check_finite_weights(model: torch.nn.Module, what: str = "the model") -> Non
 # --------------------------------------------------------------------------------------------------------------
 
 
-#: Frames per network call when none is given: 1 on a CPU (larger batches were measured slower there and hold
-#: several times the memory: paper model at 1280x720, 0.29 frames/s at batch 4 vs 0.54 at batch 1), 4 on CUDA
-#: (batching keeps the GPU busy).
+#: Frames per network call when none is given, by device type: 4 on CUDA (batching keeps the GPU busy). On a CPU
+#: :func:`default_batch_size` gives one frame per inference stream instead (one frame per core, each single
+#: threaded; a batch of 4 run as one two-threaded call was measured slower, 0.29 vs 0.54 frames/s at 1280x720).
 DEFAULT_BATCH_SIZE = {"cpu": 1, "cuda": 4}
 
 
 def default_batch_size(device: torch.device) -> int:
-    """Frames per network call on ``device`` when the user gives none (:data:`DEFAULT_BATCH_SIZE`)."""
-    return DEFAULT_BATCH_SIZE.get(torch.device(device).type, 1)
+    """Frames per network call on ``device`` when the user gives none: on a CPU one frame per inference stream
+    (:func:`reconet_lib.precision.inference_streams`, frames run at once, one per core), else
+    :data:`DEFAULT_BATCH_SIZE`."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return inference_streams(device)[0]
+    return DEFAULT_BATCH_SIZE.get(device.type, 1)
 
 
 def estimate_memory(model: torch.nn.Module, frame_size: tuple[int, int], batch_size: int,

@@ -81,6 +81,63 @@ def _gather_taps(image: torch.Tensor, xi: torch.Tensor, yi: torch.Tensor) -> tor
     return values * inside[:, None].to(values.dtype)
 
 
+def _prepare(image: torch.Tensor, flow: torch.Tensor, mode: str):
+    """Checked inputs of a warp: ``(float32 image expanded to batch b, finite positions (b, 2, H, W), b)``."""
+    _check_pair(image, flow)
+    if mode not in ("bilinear", "nearest"):
+        raise UserInputError(f"mode must be 'bilinear' or 'nearest'; got {mode!r}")
+    b = max(image.shape[0], flow.shape[0])
+    src = image.float().expand(b, -1, -1, -1)
+    # Unknown (non-finite) flow samples far outside the image: zeros, and invalid in the mask.
+    pos = torch.nan_to_num(sample_positions(flow), nan=-1e6, posinf=-1e6, neginf=-1e6)
+    return src, pos.clamp(-1e6, 1e6).expand(b, -1, -1, -1), b
+
+
+def warp_by_gather(image: torch.Tensor, flow: torch.Tensor, *, mode: str = "bilinear") -> torch.Tensor:
+    """:func:`warp` written out: the four bilinear taps gathered by index. The derivation and the test reference.
+
+    ``out[y, x] = sum over the 4 pixels (X, Y) around (x + u, y + v) of image[Y, X] * (1 - |x + u - X|)
+    * (1 - |y + v - Y|)``, pixels outside the image reading 0. The weights come from the fractional part of the
+    sampling position, so a zero or integer flow copies pixels bit for bit. ``mode="nearest"`` rounds halves up.
+    Same arguments and result as :func:`warp` (without the mask); several times slower than ``F.grid_sample``.
+    """
+    src, pos, _ = _prepare(image, flow, mode)
+    px, py = pos[:, 0], pos[:, 1]
+    if mode == "nearest":
+        return _gather_taps(src, torch.floor(px + 0.5).long(), torch.floor(py + 0.5).long()).to(image.dtype)
+    x0, y0 = torch.floor(px), torch.floor(py)
+    fx, fy = (px - x0)[:, None], (py - y0)[:, None]
+    x0, y0 = x0.long(), y0.long()
+    out = (
+        _gather_taps(src, x0, y0) * ((1 - fx) * (1 - fy))
+        + _gather_taps(src, x0 + 1, y0) * (fx * (1 - fy))
+        + _gather_taps(src, x0, y0 + 1) * ((1 - fx) * fy)
+        + _gather_taps(src, x0 + 1, y0 + 1) * (fx * fy)
+    )
+    return out.to(image.dtype)
+
+
+#: ``align_corners`` of every ``F.grid_sample`` call here; :func:`normalized_grid` matches it.
+ALIGN_CORNERS = False
+
+
+def normalized_grid(pos: torch.Tensor) -> torch.Tensor:
+    """Pixel positions to ``F.grid_sample``'s coordinates under ``align_corners=False`` (:data:`ALIGN_CORNERS`).
+
+    With ``align_corners=False`` the grid's -1 and +1 are the outer *edges* of the image, so pixel centre ``x``
+    (pixels ``0 .. W - 1``) is at ``(2 x + 1) / W - 1``; this works for every ``W >= 1`` (the ``align_corners=True``
+    form, ``2 x / (W - 1) - 1``, divides by zero for a one-pixel side).
+
+    Args:
+        pos: ``(B, 2, H, W)`` positions ``(x, y)`` in pixels (:func:`sample_positions`).
+    Returns:
+        ``(B, H, W, 2)`` float32 grid ``(x, y)`` for ``F.grid_sample``.
+    """
+    h, w = pos.shape[-2:]
+    scale = torch.tensor((2.0 / w, 2.0 / h), device=pos.device).view(1, 2, 1, 1)
+    return ((pos + 0.5) * scale - 1.0).permute(0, 2, 3, 1)
+
+
 def warp(
     image: torch.Tensor,
     flow: torch.Tensor,
@@ -90,14 +147,16 @@ def warp(
 ):
     """Backward-warp ``image`` (frame b) with ``flow`` (a -> b) into frame a.
 
-    ``out[y, x] = image[y + v(x, y), x + u(x, y)]``, sampled bilinearly (or ``mode="nearest"``).
-    The result is aligned with frame a. Samples outside frame b read zeros and are reported invalid
-    when ``return_valid`` is set.
+    ``out[y, x] = image[y + v(x, y), x + u(x, y)]``, sampled bilinearly (or ``mode="nearest"``, see
+    :func:`warp_by_gather`). The result is aligned with frame a. Samples outside frame b read zeros (partly outside:
+    the outside taps read zeros) and are reported invalid when ``return_valid`` is set.
 
-    The bilinear weights come from the fractional part of the sampling position, so a zero flow returns
-    ``image`` bit for bit and an integer flow copies pixels exactly. The result agrees (to float
-    round-off) with ``grid_sample(..., align_corners=False)`` on the grid ``(2 (x + u) + 1) / W - 1``.
-    Sampling runs in float32 whatever the image dtype (bf16 cannot address pixel positions beyond 256).
+    Bilinear sampling runs in ``F.grid_sample`` (``align_corners=False``, the grid from :func:`normalized_grid`,
+    zeros padding): it agrees with the gather form :func:`warp_by_gather` to float rounding (about 1e-6 for images
+    in [0, 1]). Pixels whose flow is exactly zero copy the image, so ``warp(img, zeros) == img`` bit for bit (the
+    grid's round trip through normalised coordinates is off by an ulp for most widths); there the gradient reaches
+    the image but not the flow. Sampling runs in float32 whatever the image dtype (bf16 cannot address pixel
+    positions beyond 256).
 
     Args:
         image: ``(B, C, H, W)`` image or feature map of frame b (any float dtype).
@@ -108,28 +167,15 @@ def warp(
     Returns:
         ``(B, C, H, W)`` warped image in ``image.dtype``, and the float32 mask when ``return_valid``.
     """
-    _check_pair(image, flow)
-    if mode not in ("bilinear", "nearest"):
-        raise UserInputError(f"mode must be 'bilinear' or 'nearest'; got {mode!r}")
-    b = max(image.shape[0], flow.shape[0])
-    src = image.float().expand(b, -1, -1, -1)
-    # Unknown (non-finite) flow samples far outside the image: zeros, and invalid in the mask.
-    pos = torch.nan_to_num(sample_positions(flow), nan=-1e6, posinf=-1e6, neginf=-1e6)
-    pos = pos.clamp(-1e6, 1e6).expand(b, -1, -1, -1)
-    px, py = pos[:, 0], pos[:, 1]
     if mode == "nearest":
-        out = _gather_taps(src, torch.floor(px + 0.5).long(), torch.floor(py + 0.5).long())
+        out = warp_by_gather(image, flow, mode=mode)
+        b = out.shape[0]
     else:
-        x0, y0 = torch.floor(px), torch.floor(py)
-        fx, fy = (px - x0)[:, None], (py - y0)[:, None]
-        x0, y0 = x0.long(), y0.long()
-        out = (
-            _gather_taps(src, x0, y0) * ((1 - fx) * (1 - fy))
-            + _gather_taps(src, x0 + 1, y0) * (fx * (1 - fy))
-            + _gather_taps(src, x0, y0 + 1) * ((1 - fx) * fy)
-            + _gather_taps(src, x0 + 1, y0 + 1) * (fx * fy)
-        )
-    out = out.to(image.dtype)
+        src, pos, b = _prepare(image, flow, mode)
+        sampled = F.grid_sample(src, normalized_grid(pos), mode="bilinear", padding_mode="zeros",
+                                align_corners=ALIGN_CORNERS)
+        still = (flow == 0).all(dim=1, keepdim=True)
+        out = torch.where(still, src, sampled).to(image.dtype)
     if return_valid:
         return out, inside_mask(flow).expand(b, -1, -1, -1)
     return out

@@ -19,7 +19,7 @@ Float32 rounding: the transforms have entries up to 8 and 1/24, so the result di
 convolution by about 1e-5 of the output's scale (a direct float32 convolution: about 1e-6); far below what an
 8-bit output can show. Only float32 and float64 are accepted: in half precision the error would be visible.
 
-Used by :func:`reconet_lib.network.optimize_for_inference` on CPUs where the precision policy chooses float32
+Used by :func:`reconet_lib.inference.optimize_for_inference` on CPUs where the precision policy chooses float32
 (no native bfloat16); there the residual blocks and the decoder's convolutions run in about half the time.
 """
 from __future__ import annotations

@@ -13,7 +13,8 @@ from reconet_lib import memory
 _FAULTS = """
 import resource, torch
 from reconet_lib import memory
-from reconet_lib.network import ReCoNet, optimize_for_inference
+from reconet_lib.inference import optimize_for_inference
+from reconet_lib.network import ReCoNet
 torch.manual_seed(0)
 fast = optimize_for_inference(ReCoNet.from_preset("tiny"), "cpu", dtype=torch.float32)
 x = torch.rand(1, 3, 1024, 1280)

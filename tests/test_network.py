@@ -9,20 +9,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from reconet_lib import precision
 from reconet_lib.errors import UserInputError
-from reconet_lib.network import (
-    PRESETS,
-    ReCoNet,
-    ReCoNetConfig,
-    SpaceToDepthConv,
-    SubPixelUpsampleConv,
-    conv_layers,
-    count_flops,
-    count_parameters,
-    optimize_for_inference,
-    WinogradConvLayer,
-    receptive_field,
-    reflect_pad,
-)
+from reconet_lib.cost import conv_layers, count_flops, count_parameters, receptive_field
+from reconet_lib.inference import SpaceToDepthConv, SubPixelUpsampleConv, WinogradConvLayer, optimize_for_inference
+from reconet_lib.network import PRESETS, ReCoNet, ReCoNetConfig, reflect_pad
 
 
 @pytest.fixture(autouse=True)
@@ -417,3 +406,24 @@ def test_optimize_for_inference_refuses_a_dtype_given_as_text():
 def test_optimize_for_inference_on_a_missing_gpu_is_one_clear_error():
     with pytest.raises(UserInputError, match="(?i)cuda|gpu"):
         optimize_for_inference(tiny_model(), "cuda")
+
+
+def test_a_batch_run_as_single_threaded_streams_equals_one_call_and_keeps_the_callers_threads():
+    model = tiny_model()
+    one = optimize_for_inference(model, dtype=torch.float32, streams=1)
+    three = optimize_for_inference(model, dtype=torch.float32, streams=3)
+    x = torch.rand(5, 3, 21, 34)
+    threads = torch.get_num_threads()
+    with torch.inference_mode():
+        expected, got = one(x), three(x)
+    assert torch.allclose(got, expected, atol=1e-5)  # other batch sizes: other kernels, float rounding only
+    assert torch.get_num_threads() == threads  # the streams' single-thread setting stays in their own threads
+    assert three.streams == 3 and three.threads_per_stream == max(1, threads // 3)
+
+
+def test_cpu_policy_runs_one_single_threaded_stream_per_intra_op_thread():
+    assert precision.inference_streams("cpu") == (max(1, torch.get_num_threads()), 1)
+    fast = optimize_for_inference(tiny_model(), device="cpu")
+    assert (fast.streams, fast.threads_per_stream) == precision.inference_streams("cpu")
+    with pytest.raises(UserInputError, match="streams must be a positive integer"):
+        optimize_for_inference(tiny_model(), streams=0)

@@ -132,12 +132,23 @@ def test_winograd_is_not_used_on_arm_cpus_where_it_was_never_measured(monkeypatc
                                            ("AVX512_CORE", True), ("AVX512_CORE_AMX", True), ("", True)])
 def test_onednn_isa_cap_decides_whether_convolutions_have_avx512(monkeypatch, cap, expected):
     """The convolutions' ISA is oneDNN's: torch's own capability string (ATEN_CPU_CAPABILITY) does not decide."""
-    monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_avx512", lambda: True)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     assert precision.onednn_avx512() is expected
-    monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_avx512", lambda: False)
     assert precision.onednn_avx512() is False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="reads Linux CPU flags")
+def test_cpu_avx512_flag_is_read_from_the_operating_system_not_from_torch_settings():
+    """ATEN_CPU_CAPABILITY lowers torch's own kernels, not what the CPU has: the flag must ignore it."""
+    script = "from reconet_lib import precision; print(precision.cpu_has_avx512())"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    lowered = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    with open("/proc/cpuinfo", encoding="utf-8") as handle:
+        flags = next(line for line in handle if line.startswith("flags")).split()
+    assert lowered.stdout.strip() == str("avx512f" in flags)
 
 
 def test_precision_names():

@@ -57,10 +57,10 @@ def test_stylize_video_matches_the_model_applied_frame_by_frame(tmp_path, tiny_m
 
 
 def test_stylize_video_in_half_precision_on_cpu_uses_the_optimised_network(tmp_path, tiny_model, monkeypatch):
-    from reconet_lib import network
+    from reconet_lib import inference
 
     calls = []
-    real = network.optimize_for_inference
+    real = inference.optimize_for_inference
     monkeypatch.setattr(stylize, "optimize_for_inference", lambda *a, **k: calls.append(k) or real(*a, **k))
     clip = smooth_clip(frames=4)
     stylize.stylize_video(tiny_model, clip, tmp_path / "frames", batch_size=2, half=True, progress=False)
@@ -74,10 +74,10 @@ def test_stylize_video_in_half_precision_on_cpu_uses_the_optimised_network(tmp_p
 
 def test_stylize_video_on_a_cpu_without_native_bf16_runs_the_optimised_network_in_fp32(tmp_path, tiny_model,
                                                                                         monkeypatch):
-    from reconet_lib import network, precision
+    from reconet_lib import inference, precision
 
     calls = []
-    real = network.optimize_for_inference
+    real = inference.optimize_for_inference
     monkeypatch.setattr(stylize, "optimize_for_inference", lambda *a, **k: calls.append(k) or real(*a, **k))
     monkeypatch.setattr(precision, "cpu_bf16_native", lambda: False)
     clip = smooth_clip(frames=3)
@@ -231,18 +231,21 @@ def test_the_video_module_does_not_re_export_the_pipeline():
         video.no_such_name  # noqa: B018
 
 
-def test_default_batch_is_one_frame_on_a_cpu_and_four_on_a_gpu():
-    assert stylize.default_batch_size(torch.device("cpu")) == 1
+def test_default_batch_is_one_frame_per_inference_stream_on_a_cpu_and_four_on_a_gpu():
+    from reconet_lib import precision
+
+    assert stylize.default_batch_size(torch.device("cpu")) == precision.inference_streams("cpu")[0]
     assert stylize.default_batch_size(torch.device("cuda", 0)) == 4
 
 
-def test_stylize_video_without_a_batch_size_calls_the_network_one_frame_at_a_time_on_a_cpu(tmp_path, tiny_model,
-                                                                                         monkeypatch):
+def test_stylize_video_without_a_batch_size_calls_the_network_one_frame_per_stream_on_a_cpu(tmp_path, tiny_model,
+                                                                                            monkeypatch):
     sizes = []
     real = stylize.StylizeNetwork.__call__
     monkeypatch.setattr(stylize.StylizeNetwork, "__call__", lambda self, batch: sizes.append(len(batch)) or real(self, batch))
+    monkeypatch.setattr(stylize, "inference_streams", lambda device: (2, 1))
     stylize.stylize_video(tiny_model, smooth_clip(frames=3), tmp_path / "frames", progress=False)
-    assert sizes == [1, 1, 1]
+    assert sizes == [2, 1]
 
 
 # ---------------------------------------------------------------------------------------------- timing kept

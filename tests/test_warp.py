@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconet_lib.errors import UserInputError
-from reconet_lib.warp import consistency_mask, downsample_valid, inside_mask, luminance, warp
+from reconet_lib.warp import (ALIGN_CORNERS, consistency_mask, downsample_valid, inside_mask, luminance, warp,
+                              warp_by_gather)
 
 sizes = st.tuples(st.integers(1, 12), st.integers(1, 12))
 
@@ -40,8 +41,54 @@ def test_integer_translation_is_recovered_exactly_inside_and_flagged_outside(siz
     inside = (xs + du >= 0) & (xs + du < w) & (ys + dv >= 0) & (ys + dv < h)
     assert torch.equal(valid[0, 0].bool(), inside)
     expected = frame_b[0][:, (ys + dv).clamp(0, h - 1), (xs + du).clamp(0, w - 1)]
-    assert torch.equal(out[0][:, inside], expected[:, inside])
-    assert torch.all(out[0][:, ~inside] == 0)
+    exact = warp_by_gather(frame_b, _shift_flow(h, w, du, dv))  # the reference copies pixels bit for bit
+    assert torch.equal(exact[0][:, inside], expected[:, inside])
+    assert torch.all(exact[0][:, ~inside] == 0)
+    # grid_sample's normalised round trip may be an ulp off: the same pixels to float rounding
+    assert torch.allclose(out[0][:, inside], expected[:, inside], atol=1e-5, rtol=0)
+    assert torch.all(out[0][:, ~inside].abs() <= 1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.tuples(st.integers(1, 24), st.integers(1, 24)), batch=st.sampled_from([(1, 1), (2, 2), (3, 1), (1, 2)]),
+       scale=st.sampled_from([0.3, 2.0, 30.0]), seed=st.integers(0, 2**16))
+def test_grid_sample_warp_agrees_with_the_gather_derivation_within_1e5(size, batch, scale, seed):
+    """Random flows, small and large (far out of frame), any size down to 1 pixel, batches broadcast."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(batch[0], 3, *size, generator=g)
+    flow = torch.randn(batch[1], 2, *size, generator=g) * scale
+    flow[..., ::3, ::2] = torch.round(flow[..., ::3, ::2])  # integer samples and exact zeros too
+    flow[..., 1::4, :] = 0
+    fast, valid = warp(image, flow, return_valid=True)
+    reference = warp_by_gather(image, flow)
+    assert fast.shape == reference.shape == (max(batch), 3, *size)
+    assert (fast - reference).abs().max() <= 1e-5
+    assert torch.equal(valid, inside_mask(flow).expand(max(batch), -1, -1, -1))
+
+
+@settings(max_examples=20, deadline=None)
+@given(size=st.tuples(st.integers(2, 12), st.integers(2, 12)), seed=st.integers(0, 2**16))
+def test_grid_sample_warp_has_the_gradients_of_the_gather_derivation(size, seed):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(2, 3, *size, generator=g)
+    flow = torch.randn(2, 2, *size, generator=g) * 1.7 + 0.01  # no exact zeros, no integer positions
+    weights = torch.rand(2, 3, *size, generator=g)
+    grads = []
+    for fn in (warp, warp_by_gather):
+        x, f = image.clone().requires_grad_(True), flow.clone().requires_grad_(True)
+        (fn(x, f) * weights).sum().backward()
+        grads.append((x.grad, f.grad))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-4)
+
+
+def test_warp_declares_align_corners_false_and_its_grid_maps_pixel_centres_to_integers():
+    assert ALIGN_CORNERS is False
+    image = torch.arange(12.0).view(1, 1, 3, 4)
+    # a quarter-pixel shift: the value a quarter of the way between neighbouring pixel centres
+    out = warp(image, _shift_flow(3, 4, 0.25, 0.0))
+    assert torch.allclose(out[0, 0, :, :3], image[0, 0, :, :3] + 0.25)
+    assert torch.allclose(out[0, 0, :, 3], image[0, 0, :, 3] * 0.75)  # the last tap is outside: reads zero
 
 
 def test_warp_direction_samples_frame_b_at_x_plus_flow():

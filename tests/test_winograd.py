@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from reconet_lib import winograd
 from reconet_lib.errors import UserInputError
-from reconet_lib.network import ConvLayer, WinogradConvLayer
+from reconet_lib.inference import WinogradConvLayer
+from reconet_lib.network import ConvLayer
 
 
 def test_transform_matrices_compute_a_one_dimensional_correlation_exactly():

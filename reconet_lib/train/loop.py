@@ -256,7 +256,7 @@ def training_memory_lower_bound(config: TrainConfig) -> int:
     so a run needs more than this; what is refused by it cannot fit.
     """
     from ..losses import VGG_LAYERS
-    from ..network import conv_layers
+    from ..cost import conv_layers
     from ..texture_net import TEXTURE_LAYERS
 
     h, w = config.crop
