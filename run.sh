@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # reconet's two entry points. Both create (or refresh) the local virtual environment .venv with plain pip.
-#   bash run.sh tutorial   executes notebooks 00-07 headless, top to bottom (CPU quick mode without a GPU);
+#   bash run.sh tutorial   executes notebooks 00-08 headless, top to bottom (CPU quick mode without a GPU);
 #                          executed copies go to data/executed/, generated files to data/
 #   bash run.sh test       library tests, then nbval over every notebook (as an AVX2-only CPU would run them)
 set -euo pipefail
@@ -19,10 +19,11 @@ ensure_venv() {
     fi
     local stamp="$VENV/.reconet-installed"
     local want
-    want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+    local extras="test,export"
+    want=$( { cat pyproject.toml; echo "$extras"; } | sha256sum | cut -d' ' -f1)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         echo "== installing reconet_lib and its dependencies into $VENV (plain pip)"
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$extras]"
         echo "$want" > "$stamp"
     fi
 }
