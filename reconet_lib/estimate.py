@@ -30,6 +30,9 @@ RAFT_WEIGHTS_ENV = "RECONET_RAFT_WEIGHTS"
 #: OpenCV DIS presets by name. ``"medium"`` (the default) is the accurate one of the three.
 DIS_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
 
+#: OpenCV DIS refuses smaller frames (its coarsest pyramid level needs a 12-pixel side); RAFT pads any size.
+DIS_MIN_SIDE = 12
+
 METHODS = ("dis", "raft", "raft_small", "raft_large")
 
 # RAFT works at 1/8 resolution with a 4-level correlation pyramid: sides must be multiples of 8
@@ -45,6 +48,15 @@ def _check_frames(frame_a: torch.Tensor, frame_b: torch.Tensor) -> None:
             raise UserInputError(f"{name} must be a (B, 3, H, W) RGB tensor in [0, 1]; got {shape}")
     if frame_a.shape != frame_b.shape:
         raise UserInputError(f"frames differ in shape: {tuple(frame_a.shape)} and {tuple(frame_b.shape)}")
+
+
+def check_frame_size(height: int, width: int, method: str, source: str = "frames") -> None:
+    """Refuse, in one line naming ``source``, frames too small for ``method`` (DIS: 12 pixels on each side)."""
+    if method == "dis" and min(height, width) < DIS_MIN_SIDE:
+        raise UserInputError(
+            f"{source}: frames of {width}x{height} pixels are too small for DIS optical flow, which needs at least "
+            f"{DIS_MIN_SIDE} pixels on each side; use larger frames (or method='raft_small', which pads any size)"
+        )
 
 
 def estimate_flow(
@@ -130,6 +142,7 @@ def dis_flow(frame_a: torch.Tensor, frame_b: torch.Tensor, *, preset: str = "med
     _check_frames(frame_a, frame_b)
     if preset not in DIS_PRESETS:
         raise UserInputError(f"unknown DIS preset {preset!r}; choose one of {', '.join(DIS_PRESETS)}")
+    check_frame_size(frame_a.shape[-2], frame_a.shape[-1], "dis")
     grey_a, grey_b = to_grey_uint8(frame_a), to_grey_uint8(frame_b)
     dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
     flows = [dis.calc(a, b, None) for a, b in zip(grey_a, grey_b)]  # each (H, W, 2) float32

@@ -224,7 +224,9 @@ class VideoFolderPairs(Dataset):
             if index % self.stride:
                 continue
             frame = np.ascontiguousarray(frame, dtype=np.uint8)
-            if previous_frame is not None:
+            if previous_frame is None:
+                estimate.check_frame_size(frame.shape[0], frame.shape[1], self.method, str(clip))
+            else:
                 pending.append((frame, previous_frame, f"video/{label}/{index:06d}->{previous_index:06d}"))
                 if len(pending) >= self.batch_size:
                     flush()
