@@ -129,6 +129,25 @@ def source_url(res: Resource, base_url: str | None = None) -> str:
     return base_url.rstrip("/") + "/" + urllib.parse.quote(res.filename)
 
 
+def base_url_override(res: Resource) -> tuple[str, str] | None:
+    """``(variable, value)`` when ``$RECONET_BASE_URL_<url_key>`` replaces ``res``'s server, else None.
+
+    A value that is not an http(s)/ftp/file URL raises a :class:`UserInputError` naming the variable.
+    """
+    if not res.url_key:
+        return None
+    variable = BASE_URL_ENV_PREFIX + res.url_key
+    value = os.environ.get(variable) or None
+    if value is None:
+        return None
+    if not _is_url(value):
+        raise UserInputError(
+            f"{variable}={value!r} is not a URL: set it to http(s)://host/folder holding {res.filename}, "
+            f"or unset it to download from {res.url}"
+        )
+    return variable, value
+
+
 def format_bytes(n: int) -> str:
     """``1234567`` -> ``"1.2 MB"`` (decimal units, as dataset pages quote them)."""
     value = float(n)
@@ -437,9 +456,16 @@ def fetch(
     if not online:
         reason = f"it is not in {dest} and downloads are switched off ({OFFLINE_ENV}=1)"
         raise DownloadError(f"{res.filename}: {reason}. {_by_hand(res, part)}", reason=reason)
+    override = base_url_override(res) if base_url is None else None
     url = source_url(res, base_url)
-    _download(url, part, res, progress)
-    return _finish(res, part, final, source=url)
+    try:
+        _download(url, part, res, progress)
+        return _finish(res, part, final, source=url)
+    except DownloadError as exc:
+        if override is None:
+            raise
+        blame = f"the address comes from {override[0]}={override[1]}: fix it, or unset it to download from {res.url}"
+        raise DownloadError(f"{exc} ({blame})", reason=f"{exc.reason} ({blame})") from exc
 
 
 def _finish(res: Resource, part: Path, final: Path, source: str) -> Path:
@@ -461,7 +487,11 @@ def _finish(res: Resource, part: Path, final: Path, source: str) -> Path:
 
 
 def _is_url(text: str) -> bool:
-    return urllib.parse.urlsplit(text).scheme in {"http", "https", "ftp", "file"}
+    try:
+        parts = urllib.parse.urlsplit(text)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return parts.scheme in {"http", "https", "ftp", "file"} and bool(parts.netloc or parts.scheme == "file")
 
 
 def _is_remote(mirror: str) -> bool:
@@ -585,7 +615,7 @@ def _by_hand(res: Resource, part: Path) -> str:
         checks.append(f"{res.size} bytes")
     checks.append(f"sha256 {res.sha256}" if res.sha256 else "sha256 not known in advance")
     return (
-        f"You can place the file by hand: download {source_url(res)} on another machine and copy it to "
+        f"You can place the file by hand: download {res.url} on another machine and copy it to "
         f"{final} ({', '.join(checks)}), or point mirror= / ${MIRROR_ENV} at a folder that holds {res.filename}."
     )
 

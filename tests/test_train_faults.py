@@ -201,6 +201,20 @@ def test_a_bad_style_is_refused_before_the_output_folder_or_lock_exist(pairs_roo
     assert not output.exists()
 
 
+@pytest.mark.parametrize("value, fragment", [("http://127.0.0.1:9/styles", "Connection refused"),
+                                             ("not-a-url", "is not a URL")])
+def test_a_broken_style_address_override_is_named_with_its_value(pairs_root, tmp_path, capsys, monkeypatch, value,
+                                                                  fragment):
+    """A bad ``RECONET_BASE_URL_STYLES`` is blamed on the variable and its value, never on the real address."""
+    monkeypatch.setenv("RECONET_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("RECONET_OFFLINE", raising=False)
+    monkeypatch.delenv("RECONET_MIRROR", raising=False)
+    monkeypatch.setenv("RECONET_BASE_URL_STYLES", value)
+    status, err = run_cli(tiny_args(pairs_root, tmp_path / "run", "--style", "candy", "--steps", "1"), capsys)
+    assert_one_line(status, err, f"RECONET_BASE_URL_STYLES={value}" if "://" in value
+                    else f"RECONET_BASE_URL_STYLES={value!r}", fragment, "unset it")
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The output folder
 # ----------------------------------------------------------------------------------------------------------
