@@ -197,7 +197,8 @@ class PairAugment:
     1. ``size``: resize to ``(h, w)`` (:func:`resize_pair`), if given;
     2. ``scale_range``: resize by a random factor drawn uniformly from ``(low, high)`` (aspect kept);
     3. ``crop``: random crop ``(h, w)`` (:func:`random_crop_pair`). A sample smaller than the crop is first
-       enlarged (aspect kept) by the smallest factor that makes it fit;
+       enlarged (aspect kept) by the smallest factor that makes it fit (:meth:`enlargement`; training says so in
+       a one-line notice, :func:`reconet_lib.train.sampling.build_dataset`);
     4. ``flip_probability``: horizontal flip (:func:`hflip_pair`) with this probability.
 
     Call it as ``augment(sample, generator)``. Use a fixed ``size`` or ``crop`` whenever samples of different
@@ -222,6 +223,15 @@ class PairAugment:
                 f"PairAugment.scale_range must be (low, high) with 0 < low <= high; got {self.scale_range!r}"
             )
         self.scale_range = (low, high)
+
+    def enlargement(self, height: int, width: int) -> float:
+        """The factor (>= 1) by which the crop step enlarges a sample of ``height x width`` pixels (after ``size``,
+        before any random scale): 1.0 when the crop fits the data, more when the data is smaller than the crop."""
+        if self.size is not None:
+            height, width = self.size
+        if self.crop is None:
+            return 1.0
+        return max(1.0, self.crop[0] / height, self.crop[1] / width)
 
     def __call__(self, sample: dict, generator: torch.Generator | None = None) -> dict:
         if self.size is not None:
