@@ -41,7 +41,6 @@ from .pairs import (  # noqa: F401  (re-exported: the pair-sample names were def
     PairAugment,
     check_sample,
     hflip_pair,
-    image_to_tensor,
     make_sample,
     random_crop_pair,
     resize_pair,
@@ -53,7 +52,7 @@ __all__ = [
     "DatasetNotFoundError", "FlyingChairs2Pairs", "IMAGE_SUFFIXES", "MixedPairs", "PairDataset", "SceneFlowPairs",
     "SintelPairs", "SyntheticPairs", "read_image", "read_pair",
     # re-exported from reconet_lib.pairs
-    "PAIR_KEYS", "PairAugment", "check_sample", "hflip_pair", "image_to_tensor", "make_sample", "random_crop_pair",
+    "PAIR_KEYS", "PairAugment", "check_sample", "hflip_pair", "make_sample", "random_crop_pair",
     "resize_pair", "sample_generator",
 ]
 

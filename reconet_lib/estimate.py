@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import images
 from .errors import UserInputError
 from .warp import consistency_mask, luminance
 
@@ -121,8 +122,7 @@ def estimate_flows_and_valid(
 
 def to_grey_uint8(frames: torch.Tensor) -> np.ndarray:
     """``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, H, W)`` uint8 BT.709 luminance, rounded."""
-    grey = luminance(frames.detach().float().cpu().clamp(0, 1))[:, 0]
-    return (grey * 255.0).round().to(torch.uint8).numpy()
+    return images.to_uint8(luminance(frames.detach().float().cpu()))[..., 0]
 
 
 def dis_flow(frame_a: torch.Tensor, frame_b: torch.Tensor, *, preset: str = "medium") -> torch.Tensor:

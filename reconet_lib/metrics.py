@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import images
 from .errors import UserInputError
 from .sizes import resolve_size
 from .warp import consistency_mask, downsample_valid, inside_mask, warp
@@ -418,15 +419,12 @@ def load_frames(source, size: int | tuple[int, int] | None = None) -> torch.Tens
         if size is not None:
             h, w = frames.shape[-2:]
             new = resolve_size(size, (h, w))
-            if new != (h, w):
-                shrink = new[0] * new[1] < h * w
-                mode = {"mode": "area"} if shrink else {"mode": "bilinear", "align_corners": False}
-                frames = F.interpolate(frames, size=new, **mode).clamp(0, 1)
+            frames = images.resize(frames, new)
         return frames.contiguous()
     if isinstance(source, torch.Tensor):
         source = source.detach().cpu().numpy()
     arrays = list(read_frames(source, size=size))
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(255.0).contiguous()
+    return images.to_float(np.stack(arrays))
 
 
 # ------------------------------------------------------------------------------- comparing versions

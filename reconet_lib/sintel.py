@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import images
 from .errors import UserInputError
 
 #: Image pass folders of the layout.
@@ -128,7 +129,7 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
             array = np.array(image.convert("RGB"), dtype=np.uint8)  # np.array copies: writable for torch
     except FileNotFoundError:
         raise LayoutFileMissing(f"image {path} is missing") from None
-    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0).contiguous()
+    return images.to_float(array)
 
 
 def occluded_pixels(path: str | os.PathLike) -> np.ndarray:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import images
 from . import download
 from .config import data_dir
 from .errors import ReconetError, UserInputError
@@ -213,11 +214,8 @@ def load_image(
             img = ImageOps.exif_transpose(img).convert("RGB")
     except (UnidentifiedImageError, OSError) as exc:
         raise UserInputError(f"{path} is not an image Pillow can read ({exc}); use a PNG or JPEG file") from exc
-    target = _target_size(size, img.height, img.width)
-    if target != (img.height, img.width):
-        img = img.resize((target[1], target[0]), Image.Resampling.LANCZOS)
-    pixels = torch.from_numpy(np.array(img, dtype=np.uint8))  # (H, W, 3)
-    image = pixels.permute(2, 0, 1)[None].to(torch.float32).div_(255.0)
+    image = images.to_float(np.array(img, dtype=np.uint8))[None]  # (1, 3, H, W)
+    image = images.resize(image, _target_size(size, img.height, img.width))
     return image.to(device=device, dtype=dtype)
 
 

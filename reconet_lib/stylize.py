@@ -36,6 +36,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from . import images
 from . import memory
 from .errors import UserInputError
 from .network import ReCoNet, optimize_for_inference
@@ -115,7 +116,7 @@ class StylizeNetwork:
 
     def __call__(self, batch: torch.Tensor) -> tuple[np.ndarray, float]:
         """Stylise a ``(B, H, W, 3)`` uint8 batch; returns the uint8 result and the seconds inside the model."""
-        x = batch.to(self.device, non_blocking=self.pin).permute(0, 3, 1, 2).to(self.input_dtype).div(255)
+        x = images.to_float(batch.to(self.device, non_blocking=self.pin), self.input_dtype)
         _synchronize(self.device)
         tic = time.perf_counter()
         with torch.inference_mode():
@@ -132,7 +133,7 @@ class StylizeNetwork:
             if y.shape != x.shape:
                 raise UserInputError(f"the model returned {tuple(y.shape)} for input {tuple(x.shape)}; "
                                      "it must return an image of the input's size")
-            out = y.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            out = images.to_uint8(y)
         return out, seconds
 
 

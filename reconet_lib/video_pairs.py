@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from . import images
 from .errors import UserInputError
 from .sizes import size_pair
 from .files import atomic_output, atomic_write_text
-from .pairs import PairAugment, image_to_tensor, make_sample, sample_generator
+from .pairs import PairAugment, make_sample, sample_generator
 
 #: File suffixes treated as video clips by :class:`VideoFolderPairs`.
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
@@ -203,8 +204,8 @@ class VideoFolderPairs(Dataset):
         bar = tqdm(desc=f"flow {clip.name}", unit="pair", disable=not self.progress, total=self.max_pairs)
 
         def flush() -> None:
-            current = torch.stack([image_to_tensor(c) for c, _, _ in pending])
-            previous = torch.stack([image_to_tensor(p) for _, p, _ in pending])
+            current = images.to_float(np.stack([c for c, _, _ in pending]))
+            previous = images.to_float(np.stack([p for _, p, _ in pending]))
             options = dict(self.estimate_options)
             if self.device is not None:
                 options["device"] = self.device
