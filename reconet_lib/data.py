@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import flow as flowio
-from . import sintel
+from . import sintel, synthetic
 from .errors import UserInputError
 from .pairs import (  # noqa: F401  (re-exported: the pair-sample names were defined here before)
     PAIR_KEYS,
@@ -250,8 +250,6 @@ class SyntheticPairs(SintelPairs):
         direction: str = "reversed",
     ) -> None:
         if root is None:
-            from . import synthetic
-
             root = synthetic.default_dataset(quick)
         super().__init__(
             root, passes=passes, scenes=scenes, augment=augment, seed=seed, direction=direction, source_name="synthetic"

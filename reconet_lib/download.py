@@ -35,6 +35,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from .archive import extract  # noqa: F401  (re-exported: reconet_lib.download is the one entry point)
 from .config import REPOSITORY_URL, data_dir
 from .errors import ReconetError, UserInputError
@@ -300,8 +302,6 @@ def _fetch_from_mirror(res: Resource, mirror: str, part: Path, progress: bool) -
 
 
 def _copy_with_progress(source: Path, part: Path, progress: bool) -> None:
-    from tqdm.auto import tqdm
-
     total = source.stat().st_size
     with open(source, "rb") as src, open(part, "wb") as dst, _bar(tqdm, total, 0, part, progress) as bar:
         for chunk in iter(lambda: src.read(_CHUNK), b""):
@@ -319,8 +319,6 @@ def _bar(tqdm, total: int | None, initial: int, part: Path, progress: bool):
 
 def _download(url: str, part: Path, res: Resource, progress: bool) -> None:
     """Download ``url`` into ``part``, resuming an existing ``part`` when the server allows it."""
-    from tqdm.auto import tqdm
-
     have = part.stat().st_size if part.exists() else 0
     if res.size is not None and have > res.size:  # longer than the real file: cannot be a prefix
         part.unlink()

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import functools
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import images
 from .errors import UserInputError
+from .resources import ResourceUnavailable, locate
 from .warp import consistency_mask, luminance
 
 #: Environment variable naming a RAFT state-dict file (``.pth``) to use offline.
@@ -137,8 +139,6 @@ def dis_flow(frame_a: torch.Tensor, frame_b: torch.Tensor, *, preset: str = "med
     Returns:
         ``(B, 2, H, W)`` float32 flow on the CPU, in pixels.
     """
-    import cv2
-
     _check_frames(frame_a, frame_b)
     if preset not in DIS_PRESETS:
         raise UserInputError(f"unknown DIS preset {preset!r}; choose one of {', '.join(DIS_PRESETS)}")
@@ -192,8 +192,6 @@ def load_raft(
     Without weights a :class:`~reconet_lib.resources.ResourceUnavailable` explains how to provide them
     (or to use ``method="dis"``). Loaded models are cached per (size, file, device).
     """
-    from .resources import ResourceUnavailable, locate
-
     if size not in ("small", "large"):
         raise UserInputError(f"RAFT size must be 'small' or 'large'; got {size!r}")
     try:

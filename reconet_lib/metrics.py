@@ -27,9 +27,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import images
+from . import estimate, images, sintel
 from .errors import UserInputError
+from .flow import resize_flow
 from .sizes import resolve_size
+from .video import read_frames
 from .warp import consistency_mask, downsample_valid, inside_mask, warp
 
 #: How many frame pairs are warped at once (bounds memory on long, large videos).
@@ -257,8 +259,6 @@ class TemporalFlows:
 
     def resized(self, size: tuple[int, int]) -> "TemporalFlows":
         """The same flows for frames resized to ``(h, w)``: vectors rescaled, masks shrunk conservatively."""
-        from .flow import resize_flow
-
         size = (int(size[0]), int(size[1]))
         if size == self.size:
             return self
@@ -281,8 +281,6 @@ class TemporalFlows:
         ``flow_backward`` / ``occlusions_backward`` (k -> k-1, stored under k >= 2) give the backward
         pairs when present. Sintel's ``invalid/<scene>`` masks and unknown flow values also count invalid.
         """
-        from . import sintel
-
         root = Path(root)
         scene_flow = root / sintel.flow_folder(1) / scene
         if not scene_flow.is_dir():
@@ -327,13 +325,11 @@ class TemporalFlows:
             frames: ``(T, 3, H, W)`` input frames in [0, 1] (never the stylised output).
             method, kwargs: passed to :func:`reconet_lib.estimate.estimate_flow`.
         """
-        from .estimate import estimate_flows_and_valid
-
         if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or frames.shape[0] < 2:
             raise UserInputError("TemporalFlows.estimate needs input frames (T >= 2, 3, H, W)")
         previous, current = frames[:-1], frames[1:]
         # flow t -> t-1 on frame t, its reverse, and the valid mask of frame t.
-        backward, forward, valid_bw = estimate_flows_and_valid(current, previous, method=method, **kwargs)
+        backward, forward, valid_bw = estimate.estimate_flows_and_valid(current, previous, method=method, **kwargs)
         valid_fw = consistency_mask(forward, backward)  # frame t-1: seen in t, consistent
         return cls(backward, valid_bw, forward, valid_fw, source=f"estimated ({method}) on the input frames")
 
@@ -344,8 +340,6 @@ def _read_sintel_direction(root: Path, scene: str, step: int) -> tuple[torch.Ten
     Returns ``(N, 2, H, W)`` flows and ``(N, 1, H, W)`` valid masks: not occluded, not marked invalid, flow
     known, target inside the frame (see :mod:`reconet_lib.sintel` for the layout and mask polarity).
     """
-    from . import sintel
-
     folder = root / sintel.flow_folder(step) / scene
     numbers = [k for k in sintel.frame_numbers(folder) if (folder / sintel.frame_name(k, ".flo")).is_file()]
     first = sintel.FIRST_FRAME if step == 1 else sintel.FIRST_FRAME + 1
@@ -409,8 +403,6 @@ def load_frames(source, size: int | tuple[int, int] | None = None) -> torch.Tens
             ``(T, H, W, 3)`` uint8 array (or tensor).
         size: ``None`` (keep), the longer side, or ``(H, W)``, as :func:`reconet_lib.video.read_frames`.
     """
-    from .video import read_frames
-
     if isinstance(source, torch.Tensor) and source.is_floating_point():
         frames = source.detach().float()
         if frames.dim() != 4 or frames.shape[1] != 3:

@@ -11,6 +11,7 @@ quick-mode notebooks and tests train with.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import zlib
@@ -20,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import images
-from . import download
+from . import download, images, resources
 from .config import data_dir
 from .errors import ReconetError, UserInputError
 from .files import atomic_write_bytes
+from .sizes import resolve_size
 
 
 @dataclass(frozen=True)
@@ -143,8 +145,6 @@ def style_path(name: str, *, mirror: str | os.PathLike | None = None) -> Path:
         reconet_lib.download.DownloadError: the image could not be had or does not verify (offline, for
             example; a :class:`~reconet_lib.resources.ResourceUnavailable` then says how to provide it).
     """
-    from . import resources
-
     style = get_style(name)
     folder = data_dir() / "styles"
     if not style.procedural and mirror is None:
@@ -204,8 +204,6 @@ def load_image(
         path: image file (anything Pillow reads: PNG, JPEG, WebP, ...).
         size: None (keep), an int (longer side in pixels, aspect kept) or ``(h, w)``.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"no image file at {path}; check the path")
@@ -220,8 +218,6 @@ def load_image(
 
 
 def _target_size(size: int | tuple[int, int] | None, h: int, w: int) -> tuple[int, int]:
-    from .sizes import resolve_size
-
     return resolve_size(size, (h, w))
 
 
@@ -362,6 +358,4 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 
 
 def _sha256(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()

@@ -35,17 +35,18 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from . import images
-from . import memory
-from .errors import UserInputError
-from .network import ReCoNet, optimize_for_inference
-from .precision import inference_autocast, parse_device
-from .sizes import Size, check_size, format_size, resolve_size, size_arg
+from . import images, memory
+from .checkpoint import load_model
 from .codec import VIDEO_SUFFIXES, write_timed_video
+from .errors import UserInputError
 from .files import prepared_output
 from .frame_folders import is_output_name, write_timed_frames
 from .frames import DEFAULT_FPS, check_fps, constant_times
+from .network import ReCoNet, optimize_for_inference
+from .precision import inference_autocast, parse_device
+from .sizes import Size, check_size, format_size, resolve_size, size_arg
 from .video import probe, read_timed_frames
 
 #: Batches each queue between the pipeline's stages holds (decoded, and stylised waiting to be encoded).
@@ -399,8 +400,6 @@ def _as_batch(frames: list[np.ndarray], pin: bool) -> torch.Tensor:
 
 def _run(job: _Job, network: StylizeNetwork, progress: bool) -> StylizeReport:
     """Decode, stylise and encode ``job`` through the pipeline; returns what was done."""
-    from tqdm.auto import tqdm
-
     frames, model_seconds = 0, 0.0
     start = time.perf_counter()
     with tqdm(total=job.frame_count, unit="frame", desc="stylising", disable=not progress) as bar, \
@@ -505,8 +504,6 @@ def add_stylize_command(subparsers) -> argparse.ArgumentParser:
 
 def run_stylize_command(args: argparse.Namespace) -> int:
     """Carry out ``reconet stylize``: check input, output and options first, then load the model and stylise."""
-    from .checkpoint import load_model
-
     device = parse_device(args.device)
     if args.batch_size is None:
         args.batch_size = default_batch_size(device)
