@@ -158,6 +158,7 @@ def _raft_resource(size: str) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _load_raft_cached(size: str, path: str, device: str) -> torch.nn.Module:
+    # Imported here on purpose: torchvision takes seconds to import and only RAFT needs it.
     from torchvision.models.optical_flow import raft_large, raft_small
 
     model = (raft_small if size == "small" else raft_large)(weights=None)
