@@ -22,7 +22,7 @@ import signal
 import sys
 from typing import Iterator
 
-from . import evaluate, stylize, train
+from .cpu_threads import wait_passively
 from .errors import ReconetError, TrainingInterrupted, first_line
 
 #: Exit status of an error the user can fix (the same as argparse's usage errors).
@@ -90,6 +90,10 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    wait_passively()  # the `reconet` entry point: before the commands' modules import torch (cpu_threads)
+    # Imported here on purpose: OpenMP reads its wait policy when torch is first imported, so after the line above.
+    from . import evaluate, stylize, train
+
     parser = OneLineParser(
         prog="reconet",
         description="ReCoNet real-time coherent video style transfer: train, stylise, evaluate.",

@@ -315,7 +315,7 @@ def content_loss(feat_out: torch.Tensor, feat_target: torch.Tensor, relative: bo
 
 def _mean_square(target: torch.Tensor) -> torch.Tensor:
     """``mean(target^2)`` without gradient, floored so that an all-zero target cannot divide by zero."""
-    return target.detach().float().square().mean().clamp_min(1e-12)
+    return target.detach().float().square().mean().clamp_min(torch.finfo(torch.float32).tiny)
 
 
 def style_loss(

@@ -38,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import images, memory
+from .blend import StreamBlender, check_alpha
 from .checkpoint import load_model
 from .codec import VIDEO_SUFFIXES, write_timed_video
 from .errors import UserInputError
@@ -398,7 +399,7 @@ def _as_batch(frames: list[np.ndarray], pin: bool) -> torch.Tensor:
     return batch.pin_memory() if pin else batch
 
 
-def _run(job: _Job, network: StylizeNetwork, progress: bool) -> StylizeReport:
+def _run(job: _Job, network: StylizeNetwork, progress: bool, blender=None) -> StylizeReport:
     """Decode, stylise and encode ``job`` through the pipeline; returns what was done."""
     frames, model_seconds = 0, 0.0
     start = time.perf_counter()
@@ -407,6 +408,8 @@ def _run(job: _Job, network: StylizeNetwork, progress: bool) -> StylizeReport:
         for batch in pipeline.batches():
             out, seconds = network(batch)
             model_seconds += seconds
+            if blender is not None:  # --consistency: blend with the previous output (reconet_lib.blend)
+                out = blender(batch.numpy(), out)
             if not pipeline.put(batch.numpy(), out):
                 break
             frames += len(out)
@@ -432,6 +435,7 @@ def stylize_video(
     fps: float | None = None,
     progress: bool = True,
     allow_short: bool = False,
+    consistency: float = 0.0,
 ) -> StylizeReport:
     """Stylise every frame of a video with a ReCoNet and write the result.
 
@@ -449,6 +453,9 @@ def stylize_video(
         fps: frame rate of an ``.mp4`` output; default the source's (:data:`~.frames.DEFAULT_FPS` for folders/arrays); without it every frame keeps its source time.
         progress: show a ``tqdm.auto`` progress bar.
         allow_short: accept a damaged video that yields fewer frames than its container announces.
+        consistency: ``alpha`` in [0, 1] of :class:`reconet_lib.blend.StreamBlender`: blend each stylised frame with
+            the previous output warped into it (OpenCV DIS flow on the input frames, valid mask from the
+            forward-backward check); 0 (default) = off.
     Returns:
         A :class:`StylizeReport` with frame count and frames per second (network alone and end to end).
     Raises:
@@ -462,10 +469,11 @@ def stylize_video(
     job = _plan(source, output, batch_size=batch_size, size=size, fps=fps, side_by_side=side_by_side,
                 allow_short=allow_short)
     check_finite_weights(model)
+    blender = StreamBlender(consistency) if check_alpha(consistency) > 0 else None
     with prepared_output(job.output, is_folder=not job.to_video, replaceable=is_output_name):
         network = StylizeNetwork(model, device, half)
         check_memory(model, job.frame_size, batch_size, network.device)
-        return _run(job, network, progress)
+        return _run(job, network, progress, blender)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -497,6 +505,10 @@ def add_stylize_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--fps", type=float, default=None, help="output frame rate (default: the source's)")
     parser.add_argument("--allow-short", action="store_true",
                         help="accept a damaged video that yields fewer frames than its container announces")
+    parser.add_argument("--consistency", type=float, default=0.0, metavar="ALPHA",
+                        help="blend each stylised frame with the previous output warped into it by optical flow "
+                             "(OpenCV DIS on the input frames): 0 = off (default), 0.5 = half, 1 = freeze; less "
+                             "flicker for a little blur (reconet_lib.blend)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_stylize_command)
     return parser
@@ -505,6 +517,7 @@ def add_stylize_command(subparsers) -> argparse.ArgumentParser:
 def run_stylize_command(args: argparse.Namespace) -> int:
     """Carry out ``reconet stylize``: check input, output and options first, then load the model and stylise."""
     device = parse_device(args.device)
+    check_alpha(args.consistency)
     if args.batch_size is None:
         args.batch_size = default_batch_size(device)
     job = _plan(args.input, args.output, batch_size=args.batch_size, size=args.size, fps=args.fps,
@@ -515,7 +528,7 @@ def run_stylize_command(args: argparse.Namespace) -> int:
         report = stylize_video(
             model, args.input, job.output, device=device, batch_size=args.batch_size,
             half=False if args.no_half else None, side_by_side=args.side_by_side, size=args.size, fps=args.fps,
-            progress=not args.quiet, allow_short=args.allow_short,
+            progress=not args.quiet, allow_short=args.allow_short, consistency=args.consistency,
         )
     print(report.summary)
     return 0

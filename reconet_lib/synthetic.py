@@ -93,6 +93,10 @@ class SyntheticConfig:
         lighting_change: largest relative brightness change over the sequence (0 = none). Each sequence
             draws a change in ``[-x, x]`` with probability 1/2 and none otherwise, and applies it as a ramp
             from the first frame to the last (the flow and the masks do not change).
+        photos: photo scenes only: the photographs (names of :data:`reconet_lib.photos.PHOTOS`) to draw the
+            background and the cut-outs from (cut-outs come from the other photographs, or from the background
+            itself when only one is named); None = all of them. A study can hold photographs
+            out of training this way and test on footage the model never saw.
     """
 
     height: int = 96
@@ -111,6 +115,7 @@ class SyntheticConfig:
     texture_scale: float = 1.0
     scene: str = "procedural"
     lighting_change: float = 0.0
+    photos: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         def integer(name: str, low: int, high: int | None = None) -> None:
@@ -143,6 +148,15 @@ class SyntheticConfig:
         number("lighting_change", self.lighting_change, 0.0, 0.5, "relative brightness change over the sequence")
         if self.scene not in SCENES:
             raise UserInputError(f"SyntheticConfig.scene must be one of {SCENES}; got {self.scene!r}")
+        if self.photos is not None:
+            from .photos import PHOTOS
+
+            chosen = (self.photos,) if isinstance(self.photos, str) else tuple(self.photos)
+            unknown = [name for name in chosen if name not in PHOTOS]
+            if unknown or not chosen:
+                raise UserInputError(f"SyntheticConfig.photos must name at least one of {sorted(PHOTOS)}; "
+                                     f"got {list(chosen)}")
+            object.__setattr__(self, "photos", tuple(sorted(set(chosen))))
         for name, low, high, what in (
             ("object_speed", 0.0, 100.0, "pixels per frame"),
             ("object_size", 0.01, 1.0, "fraction of min(height, width)"),
@@ -485,7 +499,7 @@ def _draw_photo_layers(config: SyntheticConfig) -> list[_Layer]:
     rng = np.random.default_rng(config.seed)
     h, w, t = config.height, config.width, config.frames
     camera = _camera_maps(config, rng)
-    names = sorted(photos.PHOTOS)
+    names = sorted(photos.PHOTOS) if config.photos is None else list(config.photos)
     background = names[int(rng.integers(len(names)))]
     original = photos.photo_pixels(background)
     travel = config.camera_pan * (t - 1) + config.camera_zoom * (t - 1) * max(h, w)
@@ -497,6 +511,8 @@ def _draw_photo_layers(config: SyntheticConfig) -> list[_Layer]:
 
     # Cut-outs of the other photos, each used once before any repeats.
     cutouts = [(name, c) for name in names if name != background for c in photos.PHOTOS[name].cutouts]
+    if not cutouts:  # a single photograph: its own objects move over it
+        cutouts = [(background, c) for c in photos.PHOTOS[background].cutouts]
     order = []
     for _ in range(config.objects):
         if not order:
@@ -777,7 +793,7 @@ def generate_dataset(
 
 
 def default_config(quick: bool, scene: str = "photo") -> SyntheticConfig:
-    """The per-scene config of :func:`default_dataset`: 96 x 128 x 8 frames (quick) or 192 x 320 x 12 (full).
+    """The per-scene config of :func:`default_dataset`: 192 x 256 x 8 frames (quick) or 192 x 320 x 12 (full).
 
     ``scene="photo"`` (the default: scikit-image photographs, a lighting ramp in half of the scenes) or
     ``"procedural"`` (noise textures, constant lighting).
@@ -785,8 +801,9 @@ def default_config(quick: bool, scene: str = "photo") -> SyntheticConfig:
     if scene not in SCENES:
         raise UserInputError(f"scene must be one of {SCENES}; got {scene!r}")
     lighting = {"lighting_change": 0.2} if scene == "photo" else {}
-    if quick:
-        return SyntheticConfig(scene=scene, **lighting)
+    if quick:  # 256 px wide: what the notebooks show is readable without blowing it up
+        return SyntheticConfig(height=192, width=256, frames=8, objects=3, camera_pan=4.0, object_speed=(2.5, 7.0),
+                               texture_scale=1.5, scene=scene, **lighting)
     return SyntheticConfig(
         height=192, width=320, frames=12, objects=5, camera_pan=4.0, object_speed=(2.5, 7.0), texture_scale=1.5,
         scene=scene, **lighting,
@@ -803,7 +820,7 @@ def default_dataset(quick: bool | None = None, scene: str = "photo") -> Path:
 
     Lives at ``data_dir()/synthetic/{quick,full}/training`` (photo scenes) or
     ``data_dir()/synthetic/{quick,full}-procedural/training`` in the Sintel training layout; quick mode
-    (default: :func:`reconet_lib.config.quick_mode`) has 3 scenes of 8 frames at 128 x 96 (W x H), full mode
+    (default: :func:`reconet_lib.config.quick_mode`) has 3 scenes of 8 frames at 256 x 192 (W x H), full mode
     6 scenes of 12 frames at 320 x 192 (:func:`default_config`).
 
     Returns:

@@ -5,7 +5,13 @@ For frame t of each version it shows the output ``O_t``, the previous output war
 error ``valid_t * mean_c (O_t - W(O_{t-1}))^2`` as a heat map (grey = not valid), plus a plot of the
 per-frame ``e_stab`` of every version (and of the input itself) with frame t marked.
 
-Built only from core ipywidgets (``Play`` linked to an ``IntSlider``, ``ToggleButtons``, ``Image``). The
+A **consistency slider** (``alpha`` in [0, 1]) applies :func:`reconet_lib.blend.blend_clip` to every version:
+each stylised frame is blended with the previous *output* warped into it, on the valid mask. The panels, the
+plot and a small table (``e_stab``, ``E_warp`` when forward flows are given, and the sharpness kept relative to
+``alpha = 0``) follow the slider, so the trade between flicker and blur can be seen as it is made.
+
+Built only from core ipywidgets (``Play`` linked to an ``IntSlider``, ``ToggleButtons``, ``FloatSlider``,
+``Image``, ``HTML``). The
 panels share the page width (each a fifth, wrapping onto a second row on narrow pages), so the widget never
 needs a horizontal scroll bar. Everything it shows is also available without a browser:
 :meth:`TemporalExplorer.panel_images` returns the panels as uint8 arrays and
@@ -20,8 +26,9 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from .blend import blend_clip, check_alpha, sharpness_kept
 from .errors import UserInputError
-from .metrics import TemporalFlows, error_maps, load_frames, stability_error, warped_previous
+from .metrics import TemporalFlows, error_maps, load_frames, stability_error, warped_previous, warping_error
 
 #: Colour of pixels that are not valid in the error heat map (uint8 RGB).
 INVALID_GREY = (128, 128, 128)
@@ -80,11 +87,15 @@ class TemporalExplorer:
             :func:`reconet_lib.metrics.load_frames` takes).
         versions: ``{name: clip}`` stylised versions of the same T frames and size.
         flows: ``(T-1, 2, H, W)`` with ``flows[t-1]`` = flow t -> t-1 on frame t's grid (pixels), or a
-            :class:`reconet_lib.metrics.TemporalFlows` holding backward flows (then ``valids`` is None).
+            :class:`reconet_lib.metrics.TemporalFlows` holding backward flows (then ``valids`` is None; its
+            forward flows, when present, add ``E_warp`` to the consistency table).
         valids: ``(T-1, 1, H, W)`` with ``valids[t-1]`` = valid mask of frame t (1 = seen in t-1).
-        vmax: top of the heat map's scale; default: the 99th percentile of valid errors of all versions.
+        vmax: top of the heat map's scale; default: the 99th percentile of valid errors of all versions
+            (at ``alpha = 0``; the scale stays fixed as the consistency slider moves, so colours compare).
         panel_width: the widest a panel is shown, in CSS pixels (the images keep their own resolution;
             panels shrink below this to share the page width).
+        consistency: show the consistency slider (the blend is available through :meth:`set_consistency`
+            either way).
     """
 
     def __init__(
@@ -96,8 +107,11 @@ class TemporalExplorer:
         *,
         vmax: float | None = None,
         panel_width: int = 240,
+        consistency: bool = True,
     ):
+        self.forward = self.valid_forward = None
         if isinstance(flows, TemporalFlows):
+            self.forward, self.valid_forward = flows.forward, flows.valid_forward
             if flows.backward is None:
                 raise UserInputError("TemporalExplorer needs backward flows (t -> t-1); these TemporalFlows hold none")
             flows, valids = flows.backward, flows.valid_backward
@@ -110,7 +124,7 @@ class TemporalExplorer:
         self.flows = flows.detach().float().cpu()
         self.valids = (valids[:, None] if valids.dim() == 3 else valids).detach().float().cpu()
         self.names = list(versions)
-        self.outputs = {}
+        self.stylised = {}
         for name, clip in versions.items():
             out = load_frames(clip).cpu()
             if out.shape != self.inputs.shape:
@@ -118,12 +132,10 @@ class TemporalExplorer:
                     f"version {name!r} is {tuple(out.shape)} but the input is {tuple(self.inputs.shape)}; "
                     f"give the same frames at the same size {size}"
                 )
-            self.outputs[name] = out
-        # Everything the panels show, computed once per version (shapes are checked here too).
-        self.errors = {n: stability_error(o, self.flows, self.valids) for n, o in self.outputs.items()}
-        self.input_error = stability_error(self.inputs, self.flows, self.valids)
-        self.maps = {n: error_maps(o, self.flows, self.valids)[:, 0] for n, o in self.outputs.items()}
-        self.warped = {n: warped_previous(o, self.flows) for n, o in self.outputs.items()}
+            self.stylised[name] = out
+        self.input_error = stability_error(self.inputs, self.flows, self.valids)  # shapes are checked here too
+        self._summaries: dict[float, dict[str, dict[str, float]]] = {}
+        self._apply(0.0)
         if vmax is None:
             valid = self.valids[:, 0] > 0
             values = torch.cat([m[valid] for m in self.maps.values()])
@@ -133,7 +145,63 @@ class TemporalExplorer:
         self.frame = 1
         self.version = self.names[0]
         self.panel_width = panel_width
+        self.show_consistency = consistency
         self._widget = None
+
+    def _apply(self, alpha: float) -> None:
+        """Blend every version with ``alpha`` and compute everything the panels, plot and table show."""
+        self.alpha = alpha
+        self.outputs = {n: blend_clip(s, self.flows, self.valids, alpha) if alpha > 0 else s
+                        for n, s in self.stylised.items()}
+        self.errors = {n: stability_error(o, self.flows, self.valids) for n, o in self.outputs.items()}
+        self.maps = {n: error_maps(o, self.flows, self.valids)[:, 0] for n, o in self.outputs.items()}
+        self.warped = {n: warped_previous(o, self.flows) for n, o in self.outputs.items()}
+        if alpha not in self._summaries:
+            self._summaries[alpha] = {n: self._summary(n) for n in self.names}
+
+    def _summary(self, name: str) -> dict[str, float]:
+        row = {"e_stab": self.errors[name].mean, "sharpness_kept": sharpness_kept(self.outputs[name], self.stylised[name])}
+        if self.forward is not None:
+            row["E_warp"] = warping_error(self.outputs[name], self.forward, self.valid_forward).mean
+        return row
+
+    def set_consistency(self, alpha: float) -> None:
+        """Blend every version with the previous output warped into each frame (:func:`reconet_lib.blend.blend_clip`).
+
+        Args:
+            alpha: weight of the warped previous output, in [0, 1] (0: the versions as given).
+        """
+        alpha = check_alpha(alpha)
+        if self._widget is not None and self.show_consistency and self._alpha.value != alpha:
+            self._alpha.value = alpha  # the observer blends and refreshes
+            return
+        self._apply(alpha)
+        self._refresh()
+
+    def consistency_summary(self, alpha: float | None = None) -> dict[str, dict[str, float]]:
+        """Per version ``{"e_stab", "E_warp" (with forward flows), "sharpness_kept"}`` at ``alpha``.
+
+        ``sharpness_kept`` is :func:`reconet_lib.blend.sharpness_kept`: mean luminance gradient of the blended
+        clip over that of the unblended one (1 = no blur). Default: the current ``alpha``.
+        """
+        alpha = self.alpha if alpha is None else check_alpha(alpha)
+        if alpha not in self._summaries:
+            current = self.alpha
+            self._apply(alpha)
+            self._apply(current)
+        return self._summaries[alpha]
+
+    def consistency_html(self) -> str:
+        """The consistency table as HTML: each version at the current ``alpha`` against ``alpha = 0``."""
+        now, off = self.consistency_summary(), self.consistency_summary(0.0)
+        metrics = [m for m in ("e_stab", "E_warp") if m in now[self.names[0]]]
+        head = "".join(f"<th>{m} (α=0)</th>" for m in metrics)
+        rows = []
+        for name in self.names:
+            cells = "".join(f"<td>{now[name][m]:.5f} ({off[name][m]:.5f})</td>" for m in metrics)
+            rows.append(f"<tr><td>{name}</td>{cells}<td>{100 * now[name]['sharpness_kept']:.1f}%</td></tr>")
+        return (f"<table class='reconet-consistency-table'><tr><th>α = {self.alpha:.2f}</th>{head}"
+                f"<th>sharpness kept</th></tr>{''.join(rows)}</table>")
 
     # ------------------------------------------------------------------------------- state
 
@@ -269,6 +337,12 @@ class TemporalExplorer:
         widgets.jslink((self._play, "value"), (self._slider, "value"))
         self._toggle = widgets.ToggleButtons(options=self.names, value=self.version, description="version")
         self._toggle.style.button_width = "auto"
+        self._alpha = widgets.FloatSlider(value=self.alpha, min=0.0, max=1.0, step=0.05, description="consistency α",
+                                          readout_format=".2f", continuous_update=True,
+                                          style={"description_width": "auto"},
+                                          layout=widgets.Layout(width="auto", flex="1 1 auto", max_width="500px"))
+        self._alpha.add_class("reconet-consistency")
+        self._table = widgets.HTML(layout=widgets.Layout(width="auto"))
         # Sizes are shares of the page, never fixed pixel widths above the panel width: five panels of at
         # most `panel_width` share a row and wrap to a second row when the page is narrow. (ipywidgets'
         # HTML and slider widgets default to a fixed 300 px width, which is what made the columns overflow.)
@@ -288,17 +362,22 @@ class TemporalExplorer:
         self._caption = widgets.HTML(layout=widgets.Layout(width="auto"))
         self._slider.layout = widgets.Layout(width="auto", flex="1 1 auto", max_width="500px")
         controls = widgets.HBox([self._play, self._slider], layout=widgets.Layout(width="100%", flex_flow="row wrap"))
-        self._widget = widgets.VBox(
-            [controls, self._toggle, self._panels, self._caption, self._plot],
-            layout=widgets.Layout(width="100%"),
-        )
+        rows = [controls, self._toggle]
+        if self.show_consistency:
+            rows += [self._alpha, self._table]
+        self._widget = widgets.VBox(rows + [self._panels, self._caption, self._plot], layout=widgets.Layout(width="100%"))
         self._widget.add_class("reconet-temporal-explorer")
         self._slider.observe(self._on_frame, names="value")
         self._toggle.observe(self._on_version, names="value")
+        self._alpha.observe(self._on_alpha, names="value")
         self._refresh()
 
     def _on_frame(self, change) -> None:
         self.frame = int(change["new"])
+        self._refresh()
+
+    def _on_alpha(self, change) -> None:
+        self._apply(check_alpha(round(float(change["new"]), 6)))
         self._refresh()
 
     def _on_version(self, change) -> None:
@@ -311,10 +390,13 @@ class TemporalExplorer:
         for key, image in self.panel_images().items():
             self._images[key].value = _png(image)
         self._plot.value = _png(self.plot_image())
+        if self.show_consistency:
+            self._table.value = self.consistency_html()
         err = self.errors[self.version]
         fraction = float(err.valid_fraction[self.frame - 1])
         self._caption.value = (
-            f"frame {self.frame}: e_stab {self.version} = {float(err.per_pair[self.frame - 1]):.5f}, "
+            f"frame {self.frame}{f', consistency α = {self.alpha:.2f}' if self.alpha else ''}: "
+            f"e_stab {self.version} = {float(err.per_pair[self.frame - 1]):.5f}, "
             f"input = {float(self.input_error.per_pair[self.frame - 1]):.5f}; "
             f"{100 * fraction:.0f}% of pixels valid; heat map 0 .. {self.vmax:.3g}"
         )

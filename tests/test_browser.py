@@ -1,7 +1,8 @@
 """Notebook 07's TemporalExplorer in a real browser: JupyterLab on 127.0.0.1, driven by headless Chromium.
 
-It opens a copy of notebook 07, runs every cell, moves the frame slider and switches the version, and checks that
-the panel images follow and that nothing in the widget overflows horizontally at a 1400 px wide window.
+It opens a copy of notebook 07, runs every cell, moves the frame slider, switches the version and moves the
+consistency slider, and checks that the panel images and the consistency table follow and that nothing in the widget
+overflows horizontally at a 1400 px wide window.
 
 Runs where Debian's ``chromium`` and ``chromium-driver`` are installed (``.ci/run`` installs them) and the
 ``selenium`` package is present; skipped otherwise. Nothing leaves the machine: the server listens on 127.0.0.1
@@ -166,7 +167,7 @@ return boxes.filter(e => e.scrollWidth > e.clientWidth)
 """
 
 
-def test_explorer_in_jupyterlab_follows_the_slider_and_the_version_and_fits_1400_px(lab, browser):
+def test_explorer_in_jupyterlab_follows_the_slider_the_version_and_the_consistency_control_and_fits_1400_px(lab, browser):
     browser.get(lab)
     WebDriverWait(browser, 90).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"))
     # The kernel must be up before "Run All Cells": the toolbar's execution indicator reads idle.
@@ -181,7 +182,9 @@ def test_explorer_in_jupyterlab_follows_the_slider_and_the_version_and_fits_1400
             lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, EXPLORER) if len(_panel_sources(e)) == 6), None))
     except TimeoutException:
         errors = [e.text[:500] for e in browser.find_elements(By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.stderr']")]
-        pytest.fail(f"the explorer did not appear within {RUN_TIMEOUT_S} s; cell errors: {errors}")
+        prompts = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputPrompt")]
+        pytest.fail(f"the explorer did not appear within {RUN_TIMEOUT_S} s; cell errors: {errors}; "
+                    f"code cell prompts (execution counts, [*] = running): {prompts}")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", explorer)
     WebDriverWait(browser, 30).until(lambda d: all(s and (s.startswith("blob:") or s.startswith("data:"))
                                                    for s in _panel_sources(explorer)))
@@ -205,6 +208,24 @@ def test_explorer_in_jupyterlab_follows_the_slider_and_the_version_and_fits_1400
         lambda d: (lambda now: now if now[1] != moved[1] else None)(_panel_sources(explorer)))
     assert toggled[0] == moved[0], "the input panel does not depend on the version"
     assert toggled[1] != moved[1] and toggled[4] != moved[4], "output and error panels show the other version"
+
+    # The consistency slider: three presses of the right arrow key (0.05 each) blend every version with its
+    # previous output warped into the frame; output, warped-previous and error panels, the plot and the table
+    # follow, while the input and the valid mask do not change.
+    table = explorer.find_element(By.CSS_SELECTOR, ".reconet-consistency-table")
+    assert "α = 0.00" in table.text and "sharpness kept" in table.text
+    alpha = explorer.find_element(By.CSS_SELECTOR, ".reconet-consistency .noUi-handle")
+    alpha.click()
+    for _ in range(3):
+        alpha.send_keys(Keys.ARROW_RIGHT)
+    WebDriverWait(browser, 30).until(
+        lambda d: "α = 0.15" in d.find_element(By.CSS_SELECTOR, ".reconet-consistency-table").text)
+    blended = WebDriverWait(browser, 30).until(
+        lambda d: (lambda now: now if now[1] != toggled[1] and now[4] != toggled[4] else None)(_panel_sources(explorer)))
+    assert blended[0] == toggled[0] and blended[3] == toggled[3], "input and valid mask do not depend on alpha"
+    assert blended[2] != toggled[2] and blended[5] != toggled[5], "warped previous output and error plot follow alpha"
+    rows = explorer.find_elements(By.CSS_SELECTOR, ".reconet-consistency-table tr")
+    assert len(rows) == 3 and all("%" in row.text for row in rows[1:]), [row.text for row in rows]
 
     overflow = browser.execute_script(_OVERFLOW_JS, explorer)
     assert overflow == [], "\n".join(overflow)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from reconet_lib import synthetic
 from reconet_lib.errors import UserInputError
+from reconet_lib.errors import UserInputError
 from reconet_lib.flow import read_flo
 from reconet_lib.synthetic import (
     RECORD_DIR,
@@ -37,9 +38,9 @@ def sequence() -> SyntheticSequence:
 
 @pytest.fixture(scope="module", params=["procedural", "photo"])
 def sequences(request) -> list[SyntheticSequence]:
-    """The quick default config for seeds 0..3, for each kind of scene (photo scenes without their lighting
+    """A small (96 x 128) config for seeds 0..3, for each kind of scene (photo scenes without their lighting
     ramp, which the flow is not meant to explain; see test_lighting_ramp_changes_brightness_only)."""
-    config = dataclasses.replace(default_config(True, scene=request.param), lighting_change=0.0)
+    config = SyntheticConfig(scene=request.param)
     return [make_sequence(dataclasses.replace(config, seed=seed)) for seed in range(4)]
 
 
@@ -412,7 +413,7 @@ def test_default_dataset_lives_under_data_dir(tmp_path, monkeypatch):
     assert root == tmp_path / "synthetic" / "quick" / "training"
     assert sorted(p.name for p in (root / "clean").iterdir()) == ["synthetic_000", "synthetic_001", "synthetic_002"]
     frame = iio.imread(root / "clean" / "synthetic_002" / "frame_0008.png")
-    assert frame.shape == (96, 128, 3)
+    assert frame.shape == (192, 256, 3)  # at least 256 px wide: readable in the notebooks
     assert default_dataset(quick=True) == root  # cached
 
 
@@ -420,5 +421,25 @@ def test_full_default_config_is_larger_and_multiple_of_four():
     full = default_config(False)
     assert (full.height, full.width, full.frames) == (192, 320, 12)
     assert full.height % 4 == 0 and full.width % 4 == 0
-    assert default_config(True, scene="procedural") == SyntheticConfig()
-    assert default_config(True) == SyntheticConfig(scene="photo", lighting_change=0.2)
+    quick = default_config(True)
+    assert (quick.height, quick.width, quick.frames, quick.scene, quick.lighting_change) == (192, 256, 8, "photo", 0.2)
+    assert default_config(True, scene="procedural").lighting_change == 0.0
+
+
+def test_photos_can_be_held_out_of_a_scene(monkeypatch):
+    from reconet_lib import photos
+
+    used = []
+    original = photos.resized
+    monkeypatch.setattr(photos, "resized", lambda name, scale: used.append(name) or original(name, scale))
+    for seed in range(4):
+        make_sequence(SyntheticConfig(scene="photo", photos=("coffee", "chelsea"), objects=4, seed=seed,
+                                      height=24, width=32, frames=2))
+    assert set(used) == {"coffee", "chelsea"}
+    used.clear()
+    make_sequence(SyntheticConfig(scene="photo", photos=("rocket",), height=24, width=32, frames=2))
+    assert set(used) == {"rocket"}  # one photograph: its own cut-outs move over it
+    with pytest.raises(UserInputError, match="at least one"):
+        SyntheticConfig(scene="photo", photos=())
+    with pytest.raises(UserInputError, match="photos"):
+        SyntheticConfig(scene="photo", photos=("coffee", "nope"))

@@ -170,3 +170,47 @@ def test_widget_panels_share_the_page_width_and_wrap(explorer):
     assert list(fixed_widths(widget)) == []
     assert all(image.layout.width == "100%" for image in explorer._images.values())
     assert isinstance(widget, widgets.VBox)
+
+
+def test_consistency_slider_blends_every_version_and_updates_panels_and_table(clip):
+    from reconet_lib.blend import blend_clip
+
+    frames, versions, flows = clip
+    explorer = TemporalExplorer(frames, versions, flows)
+    explorer.widget
+    explorer.set_version("flicker")
+    before_png, before_table = bytes(explorer._images["output"].value), explorer._table.value
+    explorer._alpha.value = 0.5  # what a user dragging the slider does
+    assert explorer.alpha == 0.5
+    expected = blend_clip(versions["flicker"], flows.backward, flows.valid_backward, 0.5)
+    assert torch.equal(explorer.outputs["flicker"], expected)
+    assert np.array_equal(explorer.panel_images()["output"], (expected[1].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+    assert bytes(explorer._images["output"].value) != before_png and explorer._table.value != before_table
+    assert "α = 0.50" in explorer._table.value and "sharpness kept" in explorer._table.value
+    explorer._alpha.value = 0.0
+    assert torch.equal(explorer.outputs["flicker"], versions["flicker"])
+
+
+def test_consistency_summary_reports_lower_flicker_and_the_sharpness_cost(clip):
+    frames, versions, flows = clip
+    explorer = TemporalExplorer(frames, versions, flows)
+    off, on = explorer.consistency_summary(0.0), explorer.consistency_summary(0.8)
+    assert set(on["flicker"]) == {"e_stab", "E_warp", "sharpness_kept"}
+    assert on["flicker"]["e_stab"] < 0.5 * off["flicker"]["e_stab"]
+    assert on["flicker"]["E_warp"] < off["flicker"]["E_warp"]
+    assert off["flicker"]["sharpness_kept"] == 1.0 and on["flicker"]["sharpness_kept"] < 1.0
+    assert explorer.alpha == 0.0  # asking for a summary does not move the explorer
+    e_stab = stability_error(versions["flicker"], flows.backward, flows.valid_backward).mean
+    assert off["flicker"]["e_stab"] == pytest.approx(e_stab)
+
+
+def test_explorer_without_forward_flows_reports_no_e_warp_and_can_hide_the_slider(clip):
+    frames, versions, flows = clip
+    explorer = TemporalExplorer(frames, versions, flows.backward, flows.valid_backward, consistency=False)
+    assert "E_warp" not in explorer.consistency_summary(0.5)["flicker"]
+    children = explorer.widget.children
+    assert explorer._alpha not in children and explorer._table not in children
+    explorer.set_consistency(0.5)
+    assert explorer.alpha == 0.5
+    with pytest.raises(UserInputError, match="alpha"):
+        explorer.set_consistency(2)

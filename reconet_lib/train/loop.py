@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -400,8 +401,11 @@ def _loop(run: _Run, state: RunState, runner: nn.Module, loader, stop: _StopRequ
     from tqdm.auto import tqdm
 
     config = run.config
-    bar = tqdm(total=config.steps, initial=state.step, desc="training", unit="step",
-               disable=not (progress and run.procs.main), dynamic_ncols=True)
+    # The bar counts frame pairs, so that its rate reads "pairs/s" and its estimate of the time left is honest
+    # whatever the batch size; the step is shown beside it.
+    pairs_per_step = config.batch_size * run.procs.world_size
+    bar = tqdm(total=config.steps * pairs_per_step, initial=state.step * pairs_per_step, desc="training",
+               unit="pair", disable=not (progress and run.procs.main), dynamic_ncols=True, file=sys.stdout)
     start_step = saved_step = state.step
     history: list[dict] = []
     skipped_before = state.nonfinite["total"]
@@ -410,7 +414,7 @@ def _loop(run: _Run, state: RunState, runner: nn.Module, loader, stop: _StopRequ
     try:
         for batch in _batches(loader, stop):
             stopping = _train_step(run, state, runner, batch, stop.signum is not None)
-            bar.update(1)
+            bar.update(pairs_per_step)
             diverged = state.nonfinite["consecutive"] >= config.max_nonfinite
             if state.step % config.log_every == 0 or state.step == config.steps or diverged:
                 now = time.perf_counter()
@@ -422,7 +426,8 @@ def _loop(run: _Run, state: RunState, runner: nn.Module, loader, stop: _StopRequ
                     append_record(run.log_path, record)
                     history.append(record)
                     if "total" in record:
-                        bar.set_postfix(loss=f"{record['total']:.4g}", refresh=False)
+                        bar.set_postfix(step=f"{state.step}/{config.steps}", loss=f"{record['total']:.4g}",
+                                        refresh=False)
             if diverged:
                 raise _diverged(run, state)
             if (config.checkpoint_every and state.step % config.checkpoint_every == 0) or state.step == config.steps:

@@ -9,19 +9,22 @@ from pathlib import Path
 
 from ..checkpoint import LAST_NAME, exclusive, load_checkpoint
 from ..errors import ReconetError
-from ..losses import LossWeights
+from ..losses import LOSS_NETWORKS, LossWeights
 from ..precision import parse_device
 from ..resources import tutorial_resources
 from .config import TrainConfig
 from .loop import train
 
 
-def tutorial_config(quick: bool, device, *, temporal: bool = True, vgg_weights: str | None = "imagenet",
+def tutorial_config(quick: bool, device, *, temporal: bool = True, loss_network: str = "vgg16",
                     style: str = "mosaic", output: str | os.PathLike = "runs/tutorial",
                     sintel: str | os.PathLike | None = None) -> TrainConfig:
     """The training run the notebooks use: ReCoNet (``temporal=True``) or the per-frame baseline (lambda_f = lambda_o = 0).
 
-    Quick (CPU): the ``tiny`` preset on the quick generated photo scenes, 64 x 64 crops, batch 2, 100 steps.
+    Quick (CPU): :data:`QUICK_RECIPE` (the ``tiny`` preset on the quick generated photo scenes, 128 x 128 crops,
+    chosen by ``benchmarks/quick_recipe.py``; table in ``docs/results.md``), with ImageNet VGG-16 when
+    ``loss_network="vgg16"`` or the offline random multi-scale texture network (``"random_texture"``,
+    :meth:`LossWeights.offline_texture`).
 
     Full (GPU): the values of :data:`reconet_lib.recipe.RECIPE` (``paper`` preset, 256 x 256 crops, batch 4,
     lr 1e-3 with a cosine schedule, scale and flip augmentation, mixed precision), but 4000 steps instead of 20000
@@ -30,22 +33,57 @@ def tutorial_config(quick: bool, device, *, temporal: bool = True, vgg_weights: 
     trains on the full-size generated photo scenes; :func:`ensure_tutorial_checkpoints` says so when it happens.
     Time: see :func:`reconet_lib.recipe.colab_time_estimate` (an estimate, not a measurement).
     """
-    weights = LossWeights()
+    if loss_network not in LOSS_NETWORKS:
+        raise ReconetError(f"loss_network must be one of {list(LOSS_NETWORKS)}; got {loss_network!r}")
+    weights = LossWeights.offline_texture() if loss_network == "random_texture" else LossWeights()
+    if quick and loss_network == "vgg16":
+        weights = dataclasses.replace(weights, **QUICK_RECIPE.vgg16_weights)
     if not temporal:
         weights = dataclasses.replace(weights, lambda_f=0.0, lambda_o=0.0)
     device = parse_device(device)
+    vgg_weights = "imagenet" if loss_network == "vgg16" else None
     common = dict(style=style, loss=weights, vgg_weights=vgg_weights, seed=0, output=os.fspath(output),
                   device=str(device), num_workers=0 if quick else None, log_every=5 if quick else 25)
     if quick:
-        return TrainConfig(data=[{"kind": "synthetic", "options": {"quick": True}}], model="tiny", style_size=256,
-                           crop=(64, 64), batch_size=2, steps=100, lr=2e-3, checkpoint_every=50, keep_last=1,
-                           precision="fp32", **common)
+        r = QUICK_RECIPE
+        return TrainConfig(data=[{"kind": "synthetic", "options": {"quick": True}}], model=r.model,
+                           style_size=r.style_size, crop=r.crop, batch_size=r.batch_size, steps=r.steps, lr=r.lr,
+                           lr_schedule=r.lr_schedule, checkpoint_every=r.steps // 2, keep_last=1, precision="fp32",
+                           **common)
     from ..recipe import RECIPE
 
     recipe = {v.field: v.value for v in RECIPE if v.field not in ("loss", "style", "vgg_weights", "steps")}
     data = ([{"kind": "sintel", "path": os.fspath(sintel), "options": {"passes": ["clean", "final"]}}] if sintel
             else [{"kind": "synthetic", "options": {"quick": False}}])
     return TrainConfig(data=data, steps=4000, checkpoint_every=500, keep_last=2, **{**recipe, **common})
+
+
+@dataclasses.dataclass(frozen=True)
+class QuickRecipe:
+    """The quick-mode (CPU) training recipe of the tutorial models; chosen by ``benchmarks/quick_recipe.py``.
+
+    Attributes:
+        model: network preset.
+        crop: training crop (width, height) in pixels, cut from the quick photo scenes (256 x 192).
+        batch_size: frame pairs per step.
+        steps: optimisation steps.
+        lr, lr_schedule: Adam learning rate and its schedule.
+        style_size: longer side of the style image in pixels.
+        vgg16_weights: :class:`LossWeights` fields that differ from the defaults when the real VGG-16 is used.
+    """
+
+    model: str = "tiny"
+    crop: tuple[int, int] = (128, 128)
+    batch_size: int = 2
+    steps: int = 150
+    lr: float = 2e-3
+    lr_schedule: str = "constant"
+    style_size: int = 256
+    vgg16_weights: dict = dataclasses.field(default_factory=dict)
+
+
+#: The recipe :func:`tutorial_config` uses in quick mode.
+QUICK_RECIPE = QuickRecipe()
 
 
 #: Part of the tutorial checkpoints' cache key: bump it to retrain them after a change of the training code.
@@ -94,12 +132,11 @@ def ensure_tutorial_checkpoints(quick: bool, device, *, output_dir: str | os.Pat
     # ImageNet VGG-16 and 'candy' whenever they can be had (file, cache, mirror, download); otherwise random
     # weights and 'mosaic', announced in one message (reconet_lib.resources).
     chosen = tutorial_resources()
-    vgg_weights, style = chosen.vgg_weights, chosen.style
     sintel = None if quick else _real_frames()
     result = {}
     for name, temporal in (("reconet", True), ("baseline", False)):
-        config = tutorial_config(quick, device, temporal=temporal, vgg_weights=vgg_weights, style=style,
-                                 sintel=sintel)
+        config = tutorial_config(quick, device, temporal=temporal, loss_network=chosen.loss_network,
+                                 style=chosen.style, sintel=sintel)
         identity = {k: v for k, v in config.to_dict().items() if k not in ("output", "device", "num_workers")}
         identity["tutorial_version"] = TUTORIAL_VERSION
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]

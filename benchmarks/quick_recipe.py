@@ -1,0 +1,201 @@
+"""The study that chose the quick-mode (CPU) recipe of the tutorial models (issue 17; table in docs/results.md).
+
+For each candidate recipe it trains the tutorial's two models (ReCoNet and the per-frame baseline) the way the
+notebooks do (`reconet_lib.train.tutorial.tutorial_config` plus the candidate's changes, real `train()`), on
+photo scenes that leave one photograph out, then measures on footage the models never saw (a clip panning over
+the held-out photograph with its own objects moving, and the photograph itself as a still):
+
+* wall-clock and CPU time of training both models;
+* edge correlation with the input (structure kept; target >= 0.6), colour distance to the painting relative to
+  the input's (sliced Wasserstein over RGB; target <= 0.6), both on the clip's frames and on the still;
+* e_stab (exact flow and occlusions, no square root) of ReCoNet and of the baseline, and their ratio
+  (target <= 1/3).
+
+The style is a real painting (`candy` by default; give `--style-mirror DIR` holding candy.jpg when offline, for
+example the repository's test fixtures). With `--busy` every candidate is trained a second time beside one
+competing busy process (a pure-Python loop on one core), to show what a learner's browser does to training.
+
+    python benchmarks/quick_recipe.py --style-mirror ../shared/styles                 # all candidates
+    python benchmarks/quick_recipe.py --style-mirror ../shared/styles --only chosen --busy
+    python benchmarks/quick_recipe.py ... --avx2     # in a child process capped at AVX2 (reconet_lib.precision)
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from reconet_lib import metrics, styles, synthetic
+from reconet_lib.checkpoint import load_model
+from reconet_lib.precision import AVX2_ONLY_ENV
+from reconet_lib.style_metrics import edge_correlation, relative_colour_distance
+from reconet_lib.train import train
+from reconet_lib.train.tutorial import QUICK_RECIPE, tutorial_config
+
+#: Candidate recipes: changes to the tutorial's quick config (TrainConfig fields, or "loss" as LossWeights
+#: fields). "chosen" must equal what tutorial_config(quick=True) builds today.
+CANDIDATES: dict[str, dict] = {
+    "old: 64px crops, 100 steps, random VGG-16": dict(crop=(64, 64), steps=100, loss_network="vgg16_random"),
+    "random VGG-16, relative Grams": dict(
+        loss_network="vgg16_random", loss=dict(network="vgg16", normalise="relative", content_layer="relu3_3",
+                                                style_layer_weights={"relu1_2": 0.25, "relu2_2": 0.25,
+                                                                     "relu3_3": 0.25, "relu4_3": 0.25},
+                                                alpha=1.0, beta=20.0, gamma=1.0, lambda_f=1.0, lambda_o=20.0)),
+    "texture net, no colour layer": dict(
+        loss=dict(style_layer_weights={"scale1": 0.25, "scale2": 0.25, "scale4": 0.25, "scale8": 0.25})),
+    "texture net, beta 40": dict(loss=dict(beta=40.0)),
+    "chosen": dict(),
+}
+
+
+def _config(name: str, changes: dict, temporal: bool, data_root: Path, output: Path):
+    changes = dict(changes)
+    network = changes.pop("loss_network", "random_texture")
+    loss_changes = changes.pop("loss", {})
+    base = tutorial_config(True, "cpu", temporal=temporal,
+                           loss_network="vgg16" if network.startswith("vgg16") else network,
+                           style="candy", output=output)
+    weights = dataclasses.replace(base.loss, **loss_changes)
+    if not temporal:
+        weights = dataclasses.replace(weights, lambda_f=0.0, lambda_o=0.0)
+    vgg_weights = None if network != "vgg16" else "imagenet"
+    return dataclasses.replace(base, loss=weights, vgg_weights=vgg_weights,
+                               data=[{"kind": "synthetic", "path": str(data_root), "options": {}}], **changes)
+
+
+def _busy_loop(stop_at: float) -> None:
+    x = 0
+    while time.time() < stop_at:
+        x += 1
+
+
+def _train_both(name: str, changes: dict, data_root: Path, workdir: Path, busy: bool) -> dict:
+    stopper = None
+    if busy:
+        stopper = multiprocessing.Process(target=_busy_loop, args=(time.time() + 3600,), daemon=True)
+        stopper.start()
+    try:
+        result = {}
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        for model, temporal in (("reconet", True), ("baseline", False)):
+            out = workdir / f"{model}-{'busy' if busy else 'quiet'}"
+            config = _config(name, changes, temporal, data_root, out)
+            train(config, resume=False, progress=False, verbose=False)
+            result[model] = out / "last.pt"
+        result["wall_s"] = time.perf_counter() - wall0
+        result["cpu_s"] = time.process_time() - cpu0
+        return result
+    finally:
+        if stopper is not None:
+            stopper.terminate()
+            stopper.join()
+
+
+@torch.no_grad()
+def _measure(checkpoints: dict, held_out: str, style: torch.Tensor) -> dict:
+    clip = synthetic.make_sequence(dataclasses.replace(synthetic.default_config(True), photos=(held_out,),
+                                                       frames=10, seed=11))
+    frames = clip.frames_tensor()
+    still = torch.from_numpy(synthetic.photos.photo_pixels(held_out).copy()).permute(2, 0, 1)[None].float() / 255
+    still = torch.nn.functional.interpolate(still, scale_factor=256 / max(still.shape[-2:]), mode="area")
+    flows = metrics.TemporalFlows.from_synthetic(clip)
+    row = {}
+    for model in ("reconet", "baseline"):
+        net = load_model(checkpoints[model], device="cpu")
+        out = net(frames).clamp(0, 1)
+        row[f"{model}_e_stab"] = metrics.temporal_errors(out, flows)["e_stab"].mean
+        if model == "reconet":
+            row["edge_clip"] = edge_correlation(frames, out)
+            row["colour_clip"] = relative_colour_distance(frames, out, style)
+            out_still = net(still).clamp(0, 1)
+            row["edge_still"] = edge_correlation(still, out_still)
+            row["colour_still"] = relative_colour_distance(still, out_still, style)
+            row["frames"] = (frames[[0, -1]], out[[0, -1]])
+    row["e_stab_ratio"] = row["reconet_e_stab"] / row["baseline_e_stab"]
+    return row
+
+
+def _run(args) -> list[dict]:
+    torch.set_num_threads(args.threads) if args.threads else None
+    if args.style_mirror:
+        os.environ["RECONET_MIRROR"] = str(Path(args.style_mirror).resolve())
+    style = styles.load_style("candy", size=256)
+    style = style[None] if style.dim() == 3 else style
+    names = [n for n in CANDIDATES if not args.only or n in args.only]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="quick-recipe-") as tmp:
+        tmp = Path(tmp)
+        others = tuple(p for p in synthetic.photos.PHOTOS if p != args.hold_out)
+        data_root = synthetic.generate_dataset(
+            tmp / "scenes", scenes=synthetic.default_scene_count(True),
+            config=dataclasses.replace(synthetic.default_config(True), photos=others))
+        for name in names:
+            for busy in ((False, True) if args.busy else (False,)):
+                trained = _train_both(name, CANDIDATES[name], data_root, tmp / name.replace(" ", "_"), busy)
+                row = {"candidate": name, "busy": busy, "wall_s": trained["wall_s"], "cpu_s": trained["cpu_s"],
+                       **_measure(trained, args.hold_out, style)}
+                if args.save_frames and not busy:
+                    _save_frames(row.pop("frames"), Path(args.save_frames) / f"{name.replace(' ', '_')}.png")
+                row.pop("frames", None)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    return rows
+
+
+def _save_frames(frames, path: Path) -> None:
+    import imageio.v3 as iio
+
+    inputs, outputs = frames
+    grid = torch.cat([torch.cat(list(inputs), 1), torch.cat(list(outputs), 1)], 2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8"))
+
+
+def _table(rows: list[dict], header: str) -> None:
+    print(f"\n{header}")
+    print("| candidate | load | train both (wall s) | CPU s | edge (clip / still) | colour (clip / still) "
+          "| e_stab ReCoNet / baseline |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['candidate']} | {'one busy process' if r['busy'] else 'quiet'} | {r['wall_s']:.0f} | "
+              f"{r['cpu_s']:.0f} | {r['edge_clip']:.2f} / {r['edge_still']:.2f} | "
+              f"{r['colour_clip']:.2f} / {r['colour_still']:.2f} | {r['e_stab_ratio']:.2f} "
+              f"({r['reconet_e_stab']:.2e} / {r['baseline_e_stab']:.2e}) |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", help="candidate names to run (default: all)")
+    parser.add_argument("--hold-out", default="chelsea", choices=sorted(synthetic.photos.PHOTOS),
+                        help="photograph kept out of training and used for the measurements")
+    parser.add_argument("--style-mirror", help="folder holding candy.jpg (RECONET_MIRROR), for offline machines")
+    parser.add_argument("--busy", action="store_true", help="also train beside one competing busy process")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: the library's choice)")
+    parser.add_argument("--save-frames", help="folder for first/last frame pictures of each candidate")
+    parser.add_argument("--avx2", action="store_true", help="run in a child process capped at AVX2")
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    args = parser.parse_args()
+    if args.avx2:
+        argv = [a for a in sys.argv[1:] if a != "--avx2"]
+        env = {**os.environ, **AVX2_ONLY_ENV}
+        sys.exit(subprocess.call([sys.executable, __file__, *argv], env=env))
+    print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"{torch.get_num_threads()} threads, quick recipe {QUICK_RECIPE}")
+    rows = _run(args)
+    _table(rows, f"held-out photograph: {args.hold_out}; style candy; "
+                 f"capability {torch.backends.cpu.get_cpu_capability()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
