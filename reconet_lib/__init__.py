@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 
 def load_model(checkpoint_path, device=None, dtype=None):
     """Load a trained ReCoNet from a checkpoint, ready to run in eval mode (see :mod:`reconet_lib.checkpoint`)."""
+    # Imported here on purpose: importing the package (which every submodule import does) stays cheap.
     from .checkpoint import load_model as _load_model
 
     return _load_model(checkpoint_path, device=device, dtype=dtype)

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 
 from .errors import UserInputError, first_line
 from .files import atomic_output, remove_temporaries
+from .network import ReCoNet, ReCoNetConfig
 
 FORMAT = "reconet-checkpoint"
 FORMAT_VERSION = 1
@@ -207,8 +209,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     Returns:
         ``ReCoNet`` in eval mode (its forward clamps to [0, 1]), with ``style_name`` and ``style_sha256`` attributes.
     """
-    from .network import ReCoNet, ReCoNetConfig
-
     payload = load_checkpoint(path)
     try:
         model = ReCoNet(ReCoNetConfig.from_dict(payload["model_config"]))
@@ -284,8 +284,6 @@ def exclusive(path: str | os.PathLike, *, wait: bool):
     Uses the ``filelock`` package (``flock`` on POSIX, ``msvcrt`` on Windows). ``wait=False`` raises
     UserInputError at once if another process holds it.
     """
-    from filelock import FileLock, Timeout
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(path, timeout=-1 if wait else 0)

@@ -64,8 +64,15 @@ class OneLineParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose usage errors are one line on stderr and exit status 2, without the usage block.
 
     Sub-parsers made by :meth:`add_subparsers` are of the same class (argparse's default ``parser_class``), so
-    every ``reconet`` sub-command answers the same way. ``--help`` is unchanged.
+    every ``reconet`` sub-command answers the same way. ``--help`` is unchanged. ``commands`` is the action that
+    :meth:`add_subparsers` returned (``commands.choices``: the sub-command parsers by name), or None.
     """
+
+    commands = None
+
+    def add_subparsers(self, **kwargs):  # noqa: D102 - argparse's, remembered in ``commands``
+        self.commands = super().add_subparsers(**kwargs)
+        return self.commands
 
     def error(self, message: str):  # noqa: D102 - argparse's hook
         lines = str(message).strip().splitlines() or ["invalid arguments"]
@@ -77,15 +84,15 @@ class OneLineParser(argparse.ArgumentParser):
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
             command = getattr(parsed, "command", None)
-            owner = next((action.choices[command] for action in self._actions
-                          if isinstance(action, argparse._SubParsersAction) and command in action.choices), self)
+            owner = self.commands.choices.get(command, self) if self.commands is not None else self
             owner.error(f"unrecognized arguments: {' '.join(extra)}")
         return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
     wait_passively()  # the `reconet` entry point: before the commands' modules import torch (cpu_threads)
-    from . import export, metrics, stylize, train
+    # Imported here on purpose: OpenMP reads its wait policy when torch is first imported, so after the line above.
+    from . import evaluate, export, stylize, train
 
     parser = OneLineParser(
         prog="reconet",
@@ -95,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     train.add_train_command(sub)
     stylize.add_stylize_command(sub)
-    metrics.add_evaluate_command(sub)
+    evaluate.add_evaluate_command(sub)
     export.add_export_command(sub)
     return parser
 

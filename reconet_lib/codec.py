@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import av
+import imageio_ffmpeg
 import numpy as np
 
 from .errors import UserInputError
@@ -39,8 +40,6 @@ _AV_ERRORS = (av.FFmpegError, OSError, UnicodeDecodeError, ValueError)
 
 def ffmpeg_exe() -> str:
     """Path of the ffmpeg binary bundled with ``imageio-ffmpeg`` (for tools and tests; the library uses PyAV)."""
-    import imageio_ffmpeg
-
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 

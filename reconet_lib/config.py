@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import torch
 
 from .errors import UserInputError
+from .precision import parse_device
 
 #: Environment variable that forces quick mode on (``1``) or off (``0``).
 QUICK_ENV = "RECONET_QUICK"
@@ -44,8 +45,6 @@ def default_device() -> torch.device:
 
     Callers pass the result on explicitly.
     """
-    from .precision import parse_device
-
     return parse_device("auto")
 
 

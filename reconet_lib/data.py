@@ -34,14 +34,13 @@ import torch
 from torch.utils.data import Dataset
 
 from . import flow as flowio
-from . import sintel
+from . import sintel, synthetic
 from .errors import UserInputError
 from .pairs import (  # noqa: F401  (re-exported: the pair-sample names were defined here before)
     PAIR_KEYS,
     PairAugment,
     check_sample,
     hflip_pair,
-    image_to_tensor,
     make_sample,
     random_crop_pair,
     resize_pair,
@@ -53,7 +52,7 @@ __all__ = [
     "DatasetNotFoundError", "FlyingChairs2Pairs", "IMAGE_SUFFIXES", "MixedPairs", "PairDataset", "SceneFlowPairs",
     "SintelPairs", "SyntheticPairs", "read_image", "read_pair",
     # re-exported from reconet_lib.pairs
-    "PAIR_KEYS", "PairAugment", "check_sample", "hflip_pair", "image_to_tensor", "make_sample", "random_crop_pair",
+    "PAIR_KEYS", "PairAugment", "check_sample", "hflip_pair", "make_sample", "random_crop_pair",
     "resize_pair", "sample_generator",
 ]
 
@@ -251,8 +250,6 @@ class SyntheticPairs(SintelPairs):
         direction: str = "reversed",
     ) -> None:
         if root is None:
-            from . import synthetic
-
             root = synthetic.default_dataset(quick)
         super().__init__(
             root, passes=passes, scenes=scenes, augment=augment, seed=seed, direction=direction, source_name="synthetic"

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import functools
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import images
 from .errors import UserInputError
+from .resources import ResourceUnavailable, locate
 from .warp import consistency_mask, luminance
 
 #: Environment variable naming a RAFT state-dict file (``.pth``) to use offline.
@@ -29,6 +32,9 @@ RAFT_WEIGHTS_ENV = "RECONET_RAFT_WEIGHTS"
 
 #: OpenCV DIS presets by name. ``"medium"`` (the default) is the accurate one of the three.
 DIS_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
+
+#: OpenCV DIS refuses smaller frames (its coarsest pyramid level needs a 12-pixel side); RAFT pads any size.
+DIS_MIN_SIDE = 12
 
 METHODS = ("dis", "raft", "raft_small", "raft_large")
 
@@ -45,6 +51,15 @@ def _check_frames(frame_a: torch.Tensor, frame_b: torch.Tensor) -> None:
             raise UserInputError(f"{name} must be a (B, 3, H, W) RGB tensor in [0, 1]; got {shape}")
     if frame_a.shape != frame_b.shape:
         raise UserInputError(f"frames differ in shape: {tuple(frame_a.shape)} and {tuple(frame_b.shape)}")
+
+
+def check_frame_size(height: int, width: int, method: str, source: str = "frames") -> None:
+    """Refuse, in one line naming ``source``, frames too small for ``method`` (DIS: 12 pixels on each side)."""
+    if method == "dis" and min(height, width) < DIS_MIN_SIDE:
+        raise UserInputError(
+            f"{source}: frames of {width}x{height} pixels are too small for DIS optical flow, which needs at least "
+            f"{DIS_MIN_SIDE} pixels on each side; use larger frames (or method='raft_small', which pads any size)"
+        )
 
 
 def estimate_flow(
@@ -109,8 +124,7 @@ def estimate_flows_and_valid(
 
 def to_grey_uint8(frames: torch.Tensor) -> np.ndarray:
     """``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, H, W)`` uint8 BT.709 luminance, rounded."""
-    grey = luminance(frames.detach().float().cpu().clamp(0, 1))[:, 0]
-    return (grey * 255.0).round().to(torch.uint8).numpy()
+    return images.to_uint8(luminance(frames.detach().float().cpu()))[..., 0]
 
 
 def dis_flow(frame_a: torch.Tensor, frame_b: torch.Tensor, *, preset: str = "medium") -> torch.Tensor:
@@ -125,11 +139,10 @@ def dis_flow(frame_a: torch.Tensor, frame_b: torch.Tensor, *, preset: str = "med
     Returns:
         ``(B, 2, H, W)`` float32 flow on the CPU, in pixels.
     """
-    import cv2
-
     _check_frames(frame_a, frame_b)
     if preset not in DIS_PRESETS:
         raise UserInputError(f"unknown DIS preset {preset!r}; choose one of {', '.join(DIS_PRESETS)}")
+    check_frame_size(frame_a.shape[-2], frame_a.shape[-1], "dis")
     grey_a, grey_b = to_grey_uint8(frame_a), to_grey_uint8(frame_b)
     dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
     flows = [dis.calc(a, b, None) for a, b in zip(grey_a, grey_b)]  # each (H, W, 2) float32
@@ -145,6 +158,7 @@ def _raft_resource(size: str) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _load_raft_cached(size: str, path: str, device: str) -> torch.nn.Module:
+    # Imported here on purpose: torchvision takes seconds to import and only RAFT needs it.
     from torchvision.models.optical_flow import raft_large, raft_small
 
     model = (raft_small if size == "small" else raft_large)(weights=None)
@@ -179,8 +193,6 @@ def load_raft(
     Without weights a :class:`~reconet_lib.resources.ResourceUnavailable` explains how to provide them
     (or to use ``method="dis"``). Loaded models are cached per (size, file, device).
     """
-    from .resources import ResourceUnavailable, locate
-
     if size not in ("small", "large"):
         raise UserInputError(f"RAFT size must be 'small' or 'large'; got {size!r}")
     try:

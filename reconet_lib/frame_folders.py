@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from .errors import UserInputError
 from .files import atomic_folder, prepared_output, write_error
@@ -68,8 +69,6 @@ def frame_files(folder: str | os.PathLike) -> list[Path]:
 
 def read_image(path: Path) -> np.ndarray:
     """One image file as an RGB uint8 ``(H, W, 3)`` array (16-bit images are scaled down to 8 bits)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as image:
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -165,8 +164,6 @@ def write_timed_frames(folder: str | os.PathLike, timed_frames: Iterable[tuple[F
 
 
 def _save_pngs(tmp: Path, timed_frames, time_base: Fraction, folder: Path) -> tuple[list, list[int]]:
-    from PIL import Image
-
     sizes, ticks = [], []
     for index, (seconds, frame) in enumerate(timed_frames):
         frame = to_rgb_uint8(frame, what=f"frame {index}")
@@ -180,8 +177,6 @@ def _save_pngs(tmp: Path, timed_frames, time_base: Fraction, folder: Path) -> tu
 
 def _verify_pngs(tmp: Path, sizes: list[tuple[int, int]], folder: Path) -> None:
     """Every PNG written must open (header and data) as an image of the size it was written with."""
-    from PIL import Image, UnidentifiedImageError
-
     for index, (h, w) in enumerate(sizes):
         try:
             with Image.open(tmp / FRAME_NAME.format(index + 1)) as image:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import images
 from .errors import UserInputError
 from .sizes import Size, resolve_size
 
@@ -80,18 +81,12 @@ def to_rgb_uint8(frame, *, what: str = "frame") -> np.ndarray:
 def resize_frame(frame: np.ndarray, size: Size | None) -> np.ndarray:
     """Resize a ``(H, W, 3)`` uint8 frame: ``size`` is ``None`` (keep), the longer side, or ``(h, w)``.
 
-    Shrinking averages pixel areas (no aliasing); enlarging interpolates bilinearly.
+    The filter is the library's one resize (:func:`reconet_lib.images.resize`: bilinear with antialiasing, so
+    shrinking averages instead of aliasing).
     """
     if size is None:
         return frame
-    import cv2
-
-    h, w = frame.shape[:2]
-    new_h, new_w = resolve_size(size, (h, w))
-    if (new_h, new_w) == (h, w):
-        return frame
-    interpolation = cv2.INTER_AREA if new_h * new_w < h * w else cv2.INTER_LINEAR
-    return cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
+    return images.resize_pixels(frame, resolve_size(size, frame.shape[:2]))
 
 
 def target_size(frame_size: tuple[int, int], size: Size | None) -> tuple[int, int]:

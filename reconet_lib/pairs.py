@@ -25,23 +25,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import flow as flowio
+from . import images
 from .errors import UserInputError
 from .sizes import size_pair
 from .warp import inside_mask
 
 #: The keys of a pair sample, in documentation order.
 PAIR_KEYS = ("current", "previous", "flow", "valid", "name")
-
-
-def image_to_tensor(array: np.ndarray) -> torch.Tensor:
-    """uint8 ``(H, W, 3)`` -> float32 ``(3, H, W)`` in [0, 1]."""
-    array = np.ascontiguousarray(array)
-    if not array.flags.writeable:  # e.g. np.asarray of a PIL image; torch wants writable memory
-        array = array.copy()
-    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
 
 
 def make_sample(current, previous, flow, valid, name: str) -> dict:
@@ -83,7 +75,7 @@ def _as_image(image, what: str) -> torch.Tensor:
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
             raise UserInputError(f"{what}: numpy frames must be uint8 (H, W, 3); got {image.dtype} {image.shape}")
-        return image_to_tensor(image)
+        return images.to_float(image)
     if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
         shape = tuple(image.shape) if hasattr(image, "shape") else type(image).__name__
         raise UserInputError(f"{what}: frames must be (3, H, W) tensors in [0, 1]; got {shape}")
@@ -114,7 +106,8 @@ def check_sample(sample: dict) -> None:
 def resize_pair(sample: dict, size: tuple[int, int]) -> dict:
     """Resize a pair to ``size = (h, w)``.
 
-    - Images: bilinear with antialiasing (``align_corners=False``), so shrinking averages instead of aliasing.
+    - Images: :func:`reconet_lib.images.resize` (bilinear with antialiasing, ``align_corners=False``), so
+      shrinking averages instead of aliasing.
     - Flow: :func:`reconet_lib.flow.resize_flow` (bilinear, ``u *= w / W``, ``v *= h / H``).
     - Valid, conservatively: a new pixel is valid only if **every** source pixel that the (antialiased)
       bilinear filter draws on with a non-zero weight is valid. This is the invalid mask ``valid < 1``
@@ -131,13 +124,11 @@ def resize_pair(sample: dict, size: tuple[int, int]) -> dict:
     h, w = size_pair(size, "resize_pair")
     if tuple(sample["current"].shape[-2:]) == (h, w):
         return dict(sample)
-    images = torch.stack([sample["current"], sample["previous"]])
-    images = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
+    frames = images.resize(torch.stack([sample["current"], sample["previous"]]), (h, w)).clamp_(0, 1)
     flow = flowio.resize_flow(sample["flow"][None].float(), (h, w))
-    invalid = (sample["valid"][None] < 1).float()
-    invalid = F.interpolate(invalid, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    invalid = images.resize((sample["valid"][None] < 1).float(), (h, w))  # the same filter, so the same support
     valid = (invalid <= 0).float() * inside_mask(flow)
-    return {**sample, "current": images[0], "previous": images[1], "flow": flow[0], "valid": valid[0]}
+    return {**sample, "current": frames[0], "previous": frames[1], "flow": flow[0], "valid": valid[0]}
 
 
 def random_crop_pair(sample: dict, size: tuple[int, int], generator: torch.Generator | None = None) -> dict:
@@ -197,7 +188,8 @@ class PairAugment:
     1. ``size``: resize to ``(h, w)`` (:func:`resize_pair`), if given;
     2. ``scale_range``: resize by a random factor drawn uniformly from ``(low, high)`` (aspect kept);
     3. ``crop``: random crop ``(h, w)`` (:func:`random_crop_pair`). A sample smaller than the crop is first
-       enlarged (aspect kept) by the smallest factor that makes it fit;
+       enlarged (aspect kept) by the smallest factor that makes it fit (:meth:`enlargement`; training says so in
+       a one-line notice, :func:`reconet_lib.train.sampling.build_dataset`);
     4. ``flip_probability``: horizontal flip (:func:`hflip_pair`) with this probability.
 
     Call it as ``augment(sample, generator)``. Use a fixed ``size`` or ``crop`` whenever samples of different
@@ -222,6 +214,15 @@ class PairAugment:
                 f"PairAugment.scale_range must be (low, high) with 0 < low <= high; got {self.scale_range!r}"
             )
         self.scale_range = (low, high)
+
+    def enlargement(self, height: int, width: int) -> float:
+        """The factor (>= 1) by which the crop step enlarges a sample of ``height x width`` pixels (after ``size``,
+        before any random scale): 1.0 when the crop fits the data, more when the data is smaller than the crop."""
+        if self.size is not None:
+            height, width = self.size
+        if self.crop is None:
+            return 1.0
+        return max(1.0, self.crop[0] / height, self.crop[1] / width)
 
     def __call__(self, sample: dict, generator: torch.Generator | None = None) -> dict:
         if self.size is not None:

@@ -22,6 +22,8 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+import skimage.data
+from PIL import Image, ImageFilter
 
 from .errors import UserInputError
 
@@ -73,16 +75,10 @@ def photo_pixels(name: str) -> np.ndarray:
     """The photo ``name`` as a read-only ``(H, W, 3)`` uint8 RGB array (loaded once per process).
 
     Raises:
-        UserInputError: unknown name, or scikit-image is not installed.
+        UserInputError: unknown name.
     """
     if name not in PHOTOS:
         raise UserInputError(f"unknown photo {name!r}; choose one of {', '.join(PHOTOS)}")
-    try:
-        import skimage.data
-    except ImportError:  # pragma: no cover - a declared dependency
-        raise UserInputError(
-            "real-photo scenes need scikit-image (pip install scikit-image); or use scene='procedural'"
-        ) from None
     array = np.ascontiguousarray(getattr(skimage.data, name)(), dtype=np.uint8)
     array.setflags(write=False)
     return array
@@ -93,8 +89,6 @@ def resized(name: str, scale: float) -> np.ndarray:
 
     Pixel ``(x, y)`` of the result shows original point ``((x + 0.5) / scale - 0.5, (y + 0.5) / scale - 0.5)``.
     """
-    from PIL import Image, ImageFilter
-
     original = photo_pixels(name)
     h, w = original.shape[:2]
     size = (max(2, round(w * scale)), max(2, round(h * scale)))

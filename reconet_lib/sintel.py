@@ -25,8 +25,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
+from . import images
 from .errors import UserInputError
+from .flow import read_flo
 
 #: Image pass folders of the layout.
 PASSES = ("clean", "final")
@@ -121,20 +124,16 @@ def scene_files(num_frames: int, passes: Sequence[str] = ("clean",), backward: b
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:
     """An 8-bit image file as a ``(3, H, W)`` float32 RGB tensor in [0, 1]."""
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             array = np.array(image.convert("RGB"), dtype=np.uint8)  # np.array copies: writable for torch
     except FileNotFoundError:
         raise LayoutFileMissing(f"image {path} is missing") from None
-    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0).contiguous()
+    return images.to_float(array)
 
 
 def occluded_pixels(path: str | os.PathLike) -> np.ndarray:
     """A Sintel mask file read with its own polarity: ``(H, W)`` bool, True where white (any channel > 0)."""
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             array = np.asarray(image)
@@ -164,8 +163,6 @@ def read_valid(root: str | os.PathLike, scene: str, k: int, step: int = 1) -> to
 
 def read_flow(root: str | os.PathLike, scene: str, k: int, step: int = 1) -> torch.Tensor:
     """Flow frame k -> k + ``step`` as a ``(2, H, W)`` float32 tensor in pixels (unknown values NaN)."""
-    from .flow import read_flo
-
     path = flow_path(root, scene, k, step)
     if not path.is_file():
         raise LayoutFileMissing(f"flow file {path} is missing")
@@ -184,6 +181,4 @@ def mask_png(occluded: np.ndarray) -> np.ndarray:
 
 def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write a uint8 ``(H, W, 3)`` image or ``(H, W)`` mask as PNG (the caller makes the write atomic)."""
-    from PIL import Image
-
     Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG")

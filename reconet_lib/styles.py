@@ -11,6 +11,7 @@ quick-mode notebooks and tests train with.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import zlib
@@ -20,11 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import download
+from . import download, images, resources
 from .config import data_dir
 from .errors import ReconetError, UserInputError
 from .files import atomic_write_bytes
+from .sizes import resolve_size
 
 
 @dataclass(frozen=True)
@@ -142,8 +145,6 @@ def style_path(name: str, *, mirror: str | os.PathLike | None = None) -> Path:
         reconet_lib.download.DownloadError: the image could not be had or does not verify (offline, for
             example; a :class:`~reconet_lib.resources.ResourceUnavailable` then says how to provide it).
     """
-    from . import resources
-
     style = get_style(name)
     folder = data_dir() / "styles"
     if not style.procedural and mirror is None:
@@ -203,8 +204,6 @@ def load_image(
         path: image file (anything Pillow reads: PNG, JPEG, WebP, ...).
         size: None (keep), an int (longer side in pixels, aspect kept) or ``(h, w)``.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"no image file at {path}; check the path")
@@ -213,17 +212,12 @@ def load_image(
             img = ImageOps.exif_transpose(img).convert("RGB")
     except (UnidentifiedImageError, OSError) as exc:
         raise UserInputError(f"{path} is not an image Pillow can read ({exc}); use a PNG or JPEG file") from exc
-    target = _target_size(size, img.height, img.width)
-    if target != (img.height, img.width):
-        img = img.resize((target[1], target[0]), Image.Resampling.LANCZOS)
-    pixels = torch.from_numpy(np.array(img, dtype=np.uint8))  # (H, W, 3)
-    image = pixels.permute(2, 0, 1)[None].to(torch.float32).div_(255.0)
+    image = images.to_float(np.array(img, dtype=np.uint8))[None]  # (1, 3, H, W)
+    image = images.resize(image, _target_size(size, img.height, img.width))
     return image.to(device=device, dtype=dtype)
 
 
 def _target_size(size: int | tuple[int, int] | None, h: int, w: int) -> tuple[int, int]:
-    from .sizes import resolve_size
-
     return resolve_size(size, (h, w))
 
 
@@ -364,6 +358,4 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 
 
 def _sha256(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()

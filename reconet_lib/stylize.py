@@ -35,18 +35,20 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from . import memory
+from . import images, memory
 from .blend import StreamBlender, check_alpha
+from .checkpoint import load_model
+from .codec import VIDEO_SUFFIXES, write_timed_video
 from .errors import UserInputError
+from .files import prepared_output
+from .frame_folders import is_output_name, write_timed_frames
+from .frames import DEFAULT_FPS, check_fps, constant_times
 from .inference import optimize_for_inference
 from .network import ReCoNet
 from .precision import inference_autocast, inference_streams, parse_device
 from .sizes import Size, check_size, format_size, resolve_size, size_arg
-from .codec import VIDEO_SUFFIXES, write_timed_video
-from .files import prepared_output
-from .frame_folders import is_output_name, write_timed_frames
-from .frames import DEFAULT_FPS, check_fps, constant_times
 from .video import probe, read_timed_frames
 
 #: Batches each queue between the pipeline's stages holds (decoded, and stylised waiting to be encoded).
@@ -117,7 +119,7 @@ class StylizeNetwork:
 
     def __call__(self, batch: torch.Tensor) -> tuple[np.ndarray, float]:
         """Stylise a ``(B, H, W, 3)`` uint8 batch; returns the uint8 result and the seconds inside the model."""
-        x = batch.to(self.device, non_blocking=self.pin).permute(0, 3, 1, 2).to(self.input_dtype).div(255)
+        x = images.to_float(batch.to(self.device, non_blocking=self.pin), self.input_dtype)
         _synchronize(self.device)
         tic = time.perf_counter()
         with torch.inference_mode():
@@ -134,7 +136,7 @@ class StylizeNetwork:
             if y.shape != x.shape:
                 raise UserInputError(f"the model returned {tuple(y.shape)} for input {tuple(x.shape)}; "
                                      "it must return an image of the input's size")
-            out = y.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            out = images.to_uint8(y)
         return out, seconds
 
 
@@ -405,8 +407,6 @@ def _as_batch(frames: list[np.ndarray], pin: bool) -> torch.Tensor:
 
 def _run(job: _Job, network: StylizeNetwork, progress: bool, blender=None) -> StylizeReport:
     """Decode, stylise and encode ``job`` through the pipeline; returns what was done."""
-    from tqdm.auto import tqdm
-
     frames, model_seconds = 0, 0.0
     start = time.perf_counter()
     with tqdm(total=job.frame_count, unit="frame", desc="stylising", disable=not progress) as bar, \
@@ -522,8 +522,6 @@ def add_stylize_command(subparsers) -> argparse.ArgumentParser:
 
 def run_stylize_command(args: argparse.Namespace) -> int:
     """Carry out ``reconet stylize``: check input, output and options first, then load the model and stylise."""
-    from .checkpoint import load_model
-
     device = parse_device(args.device)
     check_alpha(args.consistency)
     if args.batch_size is None:

@@ -5,6 +5,8 @@ import base64
 import os
 from pathlib import Path
 
+from IPython.display import HTML
+
 from .errors import UserInputError
 
 
@@ -17,8 +19,6 @@ def show_video(path: str | os.PathLike, width: int = 480, *, loop: bool = True, 
     Raises:
         UserInputError: the file is missing or larger than ``max_megabytes``.
     """
-    from IPython.display import HTML  # only in notebooks: the command line does not need IPython
-
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"video {path} does not exist; write it first (write_video / stylize_video)")

@@ -15,11 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
+from . import estimate, images, video
+from .config import data_dir
 from .errors import UserInputError
-from .sizes import size_pair
+from .estimate import METHODS
 from .files import atomic_output, atomic_write_text
-from .pairs import PairAugment, image_to_tensor, make_sample, sample_generator
+from .frame_folders import FRAME_SUFFIXES
+from .pairs import PairAugment, make_sample, sample_generator
+from .sizes import size_pair
 
 #: File suffixes treated as video clips by :class:`VideoFolderPairs`.
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
@@ -63,8 +68,6 @@ def find_clips(source) -> list[Path]:
 
 def _frame_images(folder: Path) -> list[Path]:
     """The files of ``folder`` that :func:`reconet_lib.video.read_frames` reads as frames."""
-    from .frame_folders import FRAME_SUFFIXES
-
     return [
         f for f in folder.iterdir() if f.suffix.lower() in FRAME_SUFFIXES and not f.name.startswith(".") and f.is_file()
     ]
@@ -131,8 +134,6 @@ class VideoFolderPairs(Dataset):
         batch_size: int = 8,
         progress: bool = True,
     ) -> None:
-        from .estimate import METHODS
-
         if method not in METHODS:
             raise UserInputError(
                 f"VideoFolderPairs: unknown flow method {method!r}; choose one of {', '.join(METHODS)}"
@@ -142,8 +143,6 @@ class VideoFolderPairs(Dataset):
         if max_pairs is not None and (int(max_pairs) != max_pairs or max_pairs < 1):
             raise UserInputError(f"VideoFolderPairs: max_pairs must be a positive integer or None; got {max_pairs!r}")
         if cache_dir is None:
-            from .config import data_dir
-
             cache_dir = data_dir() / "cache" / "video_pairs"
         self.clips = find_clips(source)
         self.cache_dir = Path(cache_dir).expanduser()
@@ -193,18 +192,14 @@ class VideoFolderPairs(Dataset):
         return self
 
     def _build_clip(self, clip: Path, key: str) -> dict:
-        from tqdm.auto import tqdm
-
-        from . import estimate, video
-
         folder = self.cache_dir / key
         names: list[str] = []
         pending: list[tuple[np.ndarray, np.ndarray, str]] = []
         bar = tqdm(desc=f"flow {clip.name}", unit="pair", disable=not self.progress, total=self.max_pairs)
 
         def flush() -> None:
-            current = torch.stack([image_to_tensor(c) for c, _, _ in pending])
-            previous = torch.stack([image_to_tensor(p) for _, p, _ in pending])
+            current = images.to_float(np.stack([c for c, _, _ in pending]))
+            previous = images.to_float(np.stack([p for _, p, _ in pending]))
             options = dict(self.estimate_options)
             if self.device is not None:
                 options["device"] = self.device
@@ -224,7 +219,9 @@ class VideoFolderPairs(Dataset):
             if index % self.stride:
                 continue
             frame = np.ascontiguousarray(frame, dtype=np.uint8)
-            if previous_frame is not None:
+            if previous_frame is None:
+                estimate.check_frame_size(frame.shape[0], frame.shape[1], self.method, str(clip))
+            else:
                 pending.append((frame, previous_frame, f"video/{label}/{index:06d}->{previous_index:06d}"))
                 if len(pending) >= self.batch_size:
                     flush()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from reconet_lib import download
+from reconet_lib import archive, download, registry
 from reconet_lib.download import DownloadError, Resource, extract, fetch, sha256_file
 from reconet_lib.errors import UserInputError
 
@@ -333,7 +333,7 @@ def test_unknown_resource_lists_the_known_names():
 
 
 def test_register_adds_and_protects_names(monkeypatch):
-    monkeypatch.setattr(download, "REGISTRY", download.builtin_resources())
+    monkeypatch.setattr(registry, "REGISTRY", registry.builtin_resources())
     mine = Resource("my-clip", "https://example.org/clip.mp4", "clip.mp4", None, None, "my own clip")
     download.register(mine)
     assert download.resource("my-clip") is mine
@@ -504,14 +504,12 @@ def test_the_total_size_limit_names_the_numbers_and_the_setting(tmp_path, make, 
 
 @pytest.mark.parametrize("make", [_zip, _tar], ids=["zip", "tar"])
 def test_the_limits_are_counted_again_while_writing(tmp_path, make, monkeypatch):
-    from reconet_lib import download
-
-    archive = make(tmp_path / "a.archive", {"a.bin": bytes(3000), "b.bin": bytes(3000)})
-    listing = download._zip_entries if make is _zip else download._tar_entries
+    packed = make(tmp_path / "a.archive", {"a.bin": bytes(3000), "b.bin": bytes(3000)})
+    listing = archive._zip_entries if make is _zip else archive._tar_entries
     lying = lambda path: [dataclasses.replace(e, size=0) for e in listing(path)]  # noqa: E731 - headers that lie
-    monkeypatch.setattr(download, "_zip_entries" if make is _zip else "_tar_entries", lying)
+    monkeypatch.setattr(archive, "_zip_entries" if make is _zip else "_tar_entries", lying)
     with pytest.raises(UserInputError, match=r"has written 6\.0 kB unpacked"):
-        extract(archive, tmp_path / "out", max_bytes=5000, max_ratio=1e6)
+        extract(packed, tmp_path / "out", max_bytes=5000, max_ratio=1e6)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.archive"]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from reconet_lib import live, video
+from reconet_lib import codec, live, video
 from reconet_lib.errors import UserInputError
 
 from video_clips import smooth_clip
@@ -28,7 +28,7 @@ def models():
 
 @pytest.fixture()
 def clip_file(tmp_path):
-    return video.write_video(tmp_path / "camera.mp4", smooth_clip(frames=5), fps=10)
+    return codec.write_video(tmp_path / "camera.mp4", smooth_clip(frames=5), fps=10)
 
 
 def test_video_file_camera_plays_the_file_and_loops_like_a_camera(clip_file):

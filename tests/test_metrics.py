@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from reconet_lib import cli
 from reconet_lib.errors import UserInputError
+from reconet_lib.evaluate import evaluate_versions
 from reconet_lib.metrics import (
     TemporalFlows,
     average_over_videos,
     error_maps,
-    evaluate_versions,
     lai_valid_mask,
     load_frames,
     stability_error,

@@ -279,7 +279,7 @@ def test_cli_help_explains_every_option(capsys):
         cli.main(["train", "--help"])
     out = capsys.readouterr().out
     parser = cli.build_parser()
-    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    train_parser = parser.commands.choices["train"]
     for action in train_parser._actions:
         assert action.help, action.option_strings
         for option in action.option_strings:

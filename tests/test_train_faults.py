@@ -201,6 +201,36 @@ def test_a_bad_style_is_refused_before_the_output_folder_or_lock_exist(pairs_roo
     assert not output.exists()
 
 
+@pytest.mark.parametrize("value, fragment", [("http://127.0.0.1:9/styles", "Connection refused"),
+                                             ("not-a-url", "is not a URL")])
+def test_a_broken_style_address_override_is_named_with_its_value(pairs_root, tmp_path, capsys, monkeypatch, value,
+                                                                  fragment):
+    """A bad ``RECONET_BASE_URL_STYLES`` is blamed on the variable and its value, never on the real address."""
+    monkeypatch.setenv("RECONET_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("RECONET_OFFLINE", raising=False)
+    monkeypatch.delenv("RECONET_MIRROR", raising=False)
+    monkeypatch.setenv("RECONET_BASE_URL_STYLES", value)
+    status, err = run_cli(tiny_args(pairs_root, tmp_path / "run", "--style", "candy", "--steps", "1"), capsys)
+    assert_one_line(status, err, f"RECONET_BASE_URL_STYLES={value}" if "://" in value
+                    else f"RECONET_BASE_URL_STYLES={value!r}", fragment, "unset it")
+
+
+@pytest.mark.parametrize("crop, notice", [("64x64", True), ("48x40", False)])
+def test_data_smaller_than_the_crop_is_enlarged_with_a_one_line_notice(pairs_root, tmp_path, capsys, crop, notice):
+    """The 48x40 synthetic frames under a 64x64 crop: one line names the source, the factor and a crop that fits."""
+    args = tiny_args(pairs_root, tmp_path / "run", "--steps", "1")
+    args[args.index("--crop") + 1] = crop
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("notice:")]
+    if notice:
+        assert len(lines) == 1, out
+        assert str(pairs_root) in lines[0] and "48x40 frames" in lines[0] and "64x64 crop" in lines[0], lines
+        assert "enlarged 1.60x" in lines[0] and "--crop 48x40" in lines[0], lines
+    else:
+        assert lines == [], out
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The output folder
 # ----------------------------------------------------------------------------------------------------------

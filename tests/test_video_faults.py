@@ -19,7 +19,8 @@ import torch
 from reconet_lib import cli, codec, files, frame_folders, memory, sintel, stylize, video
 from reconet_lib.errors import UserInputError
 from reconet_lib.frames import VideoInfo
-from reconet_lib.metrics import EvaluationTable, TemporalError, TemporalFlows, evaluate_versions
+from reconet_lib.evaluate import EvaluationTable, evaluate_versions
+from reconet_lib.metrics import TemporalError, TemporalFlows
 from reconet_lib.synthetic import SyntheticConfig, make_sequence, write_sintel_layout
 
 from video_clips import leftovers, smooth_clip

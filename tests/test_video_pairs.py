@@ -104,3 +104,23 @@ def test_the_dataset_layer_needs_neither_video_decoding_nor_flow_estimation():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (11, 40)])
+def test_a_clip_too_small_for_dis_is_refused_naming_the_clip(tmp_path, capsys, monkeypatch, height, width):
+    """OpenCV DIS needs 12 pixels on each side: the training command names the clip instead of a cv2 traceback."""
+    from reconet_lib import cli
+
+    clip = tmp_path / "clips" / "tiny"
+    for t in range(3):
+        save_png(clip / f"frame_{t:03d}.png", np.full((height, width, 3), 40 * t, np.uint8))
+    monkeypatch.setenv("RECONET_DATA", str(tmp_path / "data"))
+    status = cli.main(["train", "--data", f"videos:{tmp_path / 'clips'}", "--preset", "tiny", "--crop", "32x32",
+                       "--vgg-weights", "random", "--device", "cpu", "--num-workers", "0", "--no-progress",
+                       "--steps", "1", "-o", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and "Traceback" not in err and "cv2" not in err, err
+    assert str(clip) in err and f"{width}x{height}" in err and "12 pixels" in err, err
+    with pytest.raises(UserInputError, match="too small for DIS"):
+        estimate.dis_flow(torch.zeros(1, 3, height, width), torch.zeros(1, 3, height, width))

@@ -57,7 +57,8 @@ class TrainConfig:
             arguments to the dataset class (e.g. ``{"passes": ["clean", "final"]}`` for Sintel). ``"root"`` is
             accepted as another name for ``"path"``.
         resize: resize every pair to ``(h, w)`` before cropping (None: keep the dataset's size).
-        crop: random crop ``(h, w)`` the network trains on (a smaller sample is enlarged first).
+        crop: random crop ``(h, w)`` the network trains on. Data smaller than the crop is enlarged first (bilinear,
+            aspect kept), and training says so in a one-line notice naming the source and a crop that fits.
         flip: probability of a horizontal flip of a pair.
         scale_range: random rescaling factor range ``(low, high)`` applied before the crop.
         batch_size: pairs per step (per process when training on several GPUs).
@@ -92,7 +93,8 @@ class TrainConfig:
         + " (e.g. synthetic, sintel:/data/Sintel/training, videos:/my/clips@0.5)", metavar="KIND[:PATH][@WEIGHT]"))
     resize: tuple[int, int] | None = field(default=None, metadata=_help(
         "resize pairs to exactly WxH before cropping (none: keep)", metavar="WxH"))
-    crop: tuple[int, int] = field(default=(256, 256), metadata=_help("training crop, exactly WxH", metavar="WxH"))
+    crop: tuple[int, int] = field(default=(256, 256), metadata=_help(
+        "training crop, exactly WxH (data smaller than this is enlarged to fit, with a notice)", metavar="WxH"))
     flip: float = field(default=0.5, metadata=_help("probability of a horizontal flip of a pair", metavar="P"))
     scale_range: tuple[float, float] = field(default=(1.0, 1.0), metadata=_help(
         "random rescaling factor range before the crop", metavar="LOW,HIGH"))

@@ -129,7 +129,34 @@ def _source_dataset(i: int, source: dict, augment, seed: int):
         raise UserInputError(f"TrainConfig.data[{i}].options do not fit {dataset_class.__name__}: {exc}") from None
     if kind == "videos":
         dataset.prepare()
+    notice = enlargement_notice(source, dataset, augment)
+    if notice:
+        print(notice)
     return dataset
+
+
+def enlargement_notice(source: dict, dataset, augment) -> str:
+    """One line saying that ``source``'s frames are smaller than the crop and get enlarged ("" when they fit).
+
+    Judged on the source's first pair as stored (its augmentation switched off for that one read), after
+    ``TrainConfig.resize``; a random ``scale_range`` below 1 that the crop then undoes is not counted.
+    """
+    if augment.crop is None or len(dataset) == 0:
+        return ""
+    kept, dataset.augment = dataset.augment, None
+    try:
+        height, width = dataset.pair(0)["current"].shape[-2:]
+    finally:
+        dataset.augment = kept
+    factor = augment.enlargement(height, width)
+    if factor <= 1.0:
+        return ""
+    (ch, cw), where = augment.crop, f" {source['path']}" if source.get("path") else ""
+    height, width = augment.size or (height, width)
+    size = f"{width}x{height}" + (" (resized)" if augment.size else "")
+    return (f"notice: the {source['kind']} data{where} has {size} frames, smaller than the {cw}x{ch} crop: pairs are "
+            f"enlarged {factor:.2f}x (bilinear) before cropping; pass --crop {min(cw, width)}x{min(ch, height)} "
+            "or smaller to train at the data's own scale")
 
 
 def default_num_workers(cuda: bool | None = None) -> int:
