@@ -19,11 +19,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("downloads", ("registry", "archive", "download", "resources")),
     ("flow and data", ("flow", "warp", "sintel", "photos", "synthetic", "pairs", "data", "estimate")),
     ("video I/O", ("frames", "codec", "frame_folders", "video", "video_html", "video_pairs")),
-    ("model and losses", ("styles", "winograd", "network", "checkpoint", "hub", "texture_net", "losses",
-                          "optimisation")),
+    ("model and losses", ("styles", "winograd", "network", "cost", "inference", "checkpoint", "hub", "texture_net",
+                          "losses", "optimisation")),
     ("training", ("train.config", "train.log", "train.state", "train.processes", "train.sampling", "train.loop",
                   "recipe", "train.tutorial", "train.command", "train")),
-    ("using a model", ("blend", "stylize", "live", "metrics", "style_metrics", "evaluate", "widgets")),
+    ("using a model", ("export", "blend", "stylize", "live", "metrics", "style_metrics", "evaluate", "widgets")),
     ("entry points", ("__init__", "cli", "__main__")),
 ]
 
