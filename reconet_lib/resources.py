@@ -82,7 +82,7 @@ def _title(name: str) -> str:
 def how_to_provide(name: str) -> str:
     """The ways to provide resource ``name`` by hand, as one sentence."""
     res = download.resource(name)
-    ways = [f"download {download.source_url(res)} on a machine with internet and"]
+    ways = [f"download {res.url} on a machine with internet and"]  # the registered address, not an override
     env = LOCAL_FILE_ENV.get(name)
     if env:
         ways.append(f"set {env}=/path/to/{res.filename} or")
