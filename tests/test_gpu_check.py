@@ -116,16 +116,17 @@ def test_help_says_what_it_measures_and_how_long_it_takes(gpu_check, capsys):
         assert word in text
 
 
-def test_video_section_without_its_io_packages_names_them_and_still_runs_the_gpu_pipeline(gpu_check, tmp_path,
-                                                                                          monkeypatch):
-    monkeypatch.setitem(sys.modules, "av", None)  # as on a machine without PyAV and imageio-ffmpeg
+def test_video_section_without_its_io_packages_names_them_and_the_check_goes_on(gpu_check, tmp_path, monkeypatch):
+    # PyAV is the library's one video stack (a declared dependency); on a GPU machine without it the video section
+    # says which package is missing, and the other sections still run (the report does not stop at it).
+    monkeypatch.setitem(sys.modules, "av", None)
     monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
     ctx = quiet_context(gpu_check, tmp_path)
     gpu_check.run_sections(ctx, ["video"])
-    skipped, measured = ctx.report.rows
-    assert skipped.status == "skipped" and ("'av'" in skipped.note or "'imageio_ffmpeg'" in skipped.note)
-    assert measured.status == "measured" and "frames in memory -> PNG files" in measured.name
-    assert len(list((tmp_path / "out_frames").iterdir())) == ctx.plan.video_frames
+    rows = ctx.report.rows
+    assert rows and all(r.status in ("skipped", "FAILED") for r in rows)
+    assert any("av" in r.note for r in rows)
+    assert not any(r.status == "measured" for r in rows)
 
 
 def test_raft_section_compares_and_times_when_weights_are_present(gpu_check, tmp_path, monkeypatch):

@@ -484,4 +484,4 @@ def test_feature_flow_uses_the_encoder_stride_for_tiny_images(size):
     flow = torch.zeros(1, 2, size, size)
     flow[:, 0] = 4.0  # one feature cell = four pixels
     valid = torch.ones(1, 1, size, size)
-    assert feature_temporal_loss(feat_t, feat_prev, flow, valid) == 0
+    assert feature_temporal_loss(feat_t, feat_prev, flow, valid) == pytest.approx(0, abs=1e-12)  # grid_sample: to rounding
