@@ -57,13 +57,12 @@ CANDIDATES: dict[str, dict] = {
         loss_network="random_texture", weights=LossWeights.offline_texture(content_layer="scale1")),
     "random VGG-16, relative terms, beta 10, lambda_o 20": dict(
         loss_network="vgg16_random", weights=LossWeights.offline(beta=10.0, lambda_f=1.0, lambda_o=20.0)),
-    "random VGG-16, relative terms, beta 3, lambda_o 60": dict(
-        loss_network="vgg16_random", weights=LossWeights.offline(beta=3.0, lambda_f=3.0, lambda_o=60.0)),
     "random VGG-16, relative terms, beta 5, lambda_o 60": dict(
         loss_network="vgg16_random", weights=LossWeights.offline(beta=5.0, lambda_f=3.0, lambda_o=60.0)),
     "random VGG-16, relative terms, beta 2, lambda_o 100": dict(
         loss_network="vgg16_random", weights=LossWeights.offline(beta=2.0, lambda_f=5.0, lambda_o=100.0)),
-    "chosen: random VGG-16, relative terms (LossWeights.offline)": dict(loss_network="vgg16_random"),
+    "chosen: random VGG-16, relative terms, beta 3, lambda_o 60 (LossWeights.offline)": dict(
+        loss_network="vgg16_random"),
 }
 
 
