@@ -160,7 +160,8 @@ class VGGFeatures(nn.Module):
         """Features of ``x`` ``(B, 3, H, W)`` in [0, 1] at ``layers`` (default: all built layers)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise UserInputError(f"VGGFeatures expects RGB images (B, 3, H, W) in [0, 1]; got {tuple(x.shape)}")
-        check_image_values(x, "VGGFeatures")
+        if not x.requires_grad:  # given images; a network output is the divergence guard's business (train.loop)
+            check_image_values(x, "VGGFeatures")
         wanted = self.layers if layers is None else _check_layers(layers)
         missing = [name for name in wanted if name not in self.layers]
         if missing:
@@ -356,7 +357,8 @@ def tv_loss(img: torch.Tensor, kind: str = "squared") -> torch.Tensor:
         raise UserInputError(f"tv_loss expects (B, C, H, W); got {tuple(img.shape)}")
     if kind not in ("squared", "absolute"):
         raise UserInputError(f"tv_loss: kind must be 'squared' or 'absolute'; got {kind!r}")
-    check_image_values(img, "tv_loss")
+    if not img.requires_grad:  # given images; a diverging network output is skipped by the training loop instead
+        check_image_values(img, "tv_loss")
     x = img.float()
     dx = x[..., :, 1:] - x[..., :, :-1]
     dy = x[..., 1:, :] - x[..., :-1, :]
