@@ -61,7 +61,9 @@ CANDIDATES: dict[str, dict] = {
         loss_network="vgg16_random", weights=LossWeights.offline(beta=5.0, lambda_f=3.0, lambda_o=60.0)),
     "random VGG-16, relative terms, beta 2, lambda_o 100": dict(
         loss_network="vgg16_random", weights=LossWeights.offline(beta=2.0, lambda_f=5.0, lambda_o=100.0)),
-    "chosen: random VGG-16, relative terms, beta 3, lambda_o 60 (LossWeights.offline)": dict(
+    "random VGG-16, relative terms, beta 3, lambda_f 3, lambda_o 60": dict(
+        loss_network="vgg16_random", weights=LossWeights.offline(beta=3.0, lambda_f=3.0, lambda_o=60.0)),
+    "chosen: random VGG-16, relative terms, beta 3, lambda_o 20 (LossWeights.offline)": dict(
         loss_network="vgg16_random"),
 }
 

@@ -609,7 +609,7 @@ class LossWeights:
         (table in ``docs/results.md``); ``overrides`` replace any field.
         """
         layers = ("relu1_2", "relu2_2", "relu3_3")
-        values = dict(alpha=1.0, beta=3.0, gamma=1.0, lambda_f=3.0, lambda_o=60.0, content_layer="relu2_2",
+        values = dict(alpha=1.0, beta=3.0, gamma=1.0, lambda_f=1.0, lambda_o=20.0, content_layer="relu2_2",
                       style_layer_weights={name: 1.0 / len(layers) for name in layers},
                       network="vgg16", normalise="relative")
         values.update(overrides)
