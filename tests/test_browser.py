@@ -40,7 +40,7 @@ pytestmark = [
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs the selenium package (the test extra)")
 pytest.importorskip("jupyterlab", reason="needs JupyterLab")
 
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -218,14 +218,16 @@ def test_explorer_in_jupyterlab_follows_the_slider_the_version_and_the_consisten
     alpha.click()
     for _ in range(3):
         alpha.send_keys(Keys.ARROW_RIGHT)
-    WebDriverWait(browser, 30).until(
+    # the widget redraws its table as it updates: an element read mid-redraw is stale, so look again
+    WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
         lambda d: "α = 0.15" in d.find_element(By.CSS_SELECTOR, ".reconet-consistency-table").text)
-    blended = WebDriverWait(browser, 30).until(
+    blended = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
         lambda d: (lambda now: now if now[1] != toggled[1] and now[4] != toggled[4] else None)(_panel_sources(explorer)))
     assert blended[0] == toggled[0] and blended[3] == toggled[3], "input and valid mask do not depend on alpha"
     assert blended[2] != toggled[2] and blended[5] != toggled[5], "warped previous output and error plot follow alpha"
-    rows = explorer.find_elements(By.CSS_SELECTOR, ".reconet-consistency-table tr")
-    assert len(rows) == 3 and all("%" in row.text for row in rows[1:]), [row.text for row in rows]
+    rows = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: [row.text for row in explorer.find_elements(By.CSS_SELECTOR, ".reconet-consistency-table tr")])
+    assert len(rows) == 3 and all("%" in row for row in rows[1:]), rows
 
     overflow = browser.execute_script(_OVERFLOW_JS, explorer)
     assert overflow == [], "\n".join(overflow)
