@@ -67,8 +67,11 @@ run_tests() {
         read -r -a emulate < <("$VENV/bin/python" -c \
             'from reconet_lib.precision import AVX2_ONLY_ENV as e; print(" ".join(f"{k}={v}" for k, v in e.items()))')
     fi
+    # The tests marked slow (tests/*.py, pytest.mark.slow) run after the others, so that a quick failure shows first.
     echo "== library tests"
-    RECONET_QUICK=1 "$VENV/bin/python" -m pytest -q tests
+    RECONET_QUICK=1 "$VENV/bin/python" -m pytest -q -m "not slow" tests
+    echo "== library tests marked slow"
+    RECONET_QUICK=1 "$VENV/bin/python" -m pytest -q -m slow tests
     echo "== notebooks (nbval, quick mode${emulate:+, as an AVX2-only CPU: ${emulate[*]}})"
     env "${emulate[@]}" RECONET_QUICK=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider --nbval-lax \
         --nbval-current-env --nbval-cell-timeout="${RECONET_TEST_CELL_TIMEOUT:-180}" notebooks

@@ -9,11 +9,12 @@ section is a FAILED row and the next section runs.
 
   hardware     GPU name, compute capability, memory, torch/CUDA/cuDNN versions, and the measured fp16 and bf16
                rate of an 8192^3 matrix multiply (TFLOP/s): the ceiling the network's TFLOP/s is compared with.
-  correctness  each CUDA path against the CPU float32 result on the same input (paper model, 94x158, batch 2:
-               an odd size, so padding and cropping run): the network forward in fp32 (TF32), fp16 and bf16
-               autocast; optimize_for_inference in fp16 and bf16; warp (float32 and a float16 image) and its
-               valid mask; every loss term of pair_losses in fp32, fp16 and bf16; one training step (fp32, bf16,
-               fp16 with GradScaler): the loss before and after one Adam update. Each row states its tolerance.
+  correctness  the pytest tests marked cuda (tests/test_cuda.py), one row per test: each CUDA path against the CPU
+               float32 result on the same input (paper model, 94x158, batch 2: an odd size, so padding and
+               cropping run): the network forward in fp32 (TF32), fp16 and bf16 autocast; optimize_for_inference
+               in fp16 and bf16; warp (float32 and a float16 image) and its valid mask; every loss term of
+               pair_losses in fp32, fp16 and bf16; one training step (the library's train_step: fp32, bf16, fp16
+               with GradScaler): the loss before and after one Adam update. The tolerances are defined below.
   inference    paper model at 640x360 (count_flops: 135 GFLOP per frame): three half-precision modes
                (optimize_for_inference fp16 / bf16, fp16 autocast channels-last), cuDNN autotuning off (the
                library's default) and on, at batch 8; the fastest at batch 1, 8 and 32: frames/s, TFLOP/s and
@@ -22,8 +23,8 @@ section is a FAILED row and the next section runs.
   video        stylize_video end to end on a generated 640x360 clip of 300 frames (written with write_video
                first, so decoding is included; batch 8): frames/s, and its share of the network's rate inside the
                pipeline and of the fastest network-alone rate at batch 8 (target: 90 % or more).
-  training     the training step (paper model, VGG-16 loss network with random weights, all five loss terms, Adam,
-               one host sync per step as the train command does) at 256x256 and 640x360, batch 2 and 8, bf16 and
+  training     the train command's own step (reconet_lib.train.train_step: paper model, VGG-16 loss network
+               with random weights, all five loss terms, Adam, one host sync per step) at 256x256 and 640x360, batch 2 and 8, bf16 and
                fp16 with GradScaler: steps/s with the loader excluded (one batch kept on the GPU) and included
                (the train command's loader: build_dataset, SampleStream, make_step_loader, on generated synthetic
                pairs), the loader alone (batches/s), peak GPU memory (torch.cuda.max_memory_allocated).
@@ -56,6 +57,7 @@ import sys
 import tempfile
 import time
 import traceback
+from xml.etree import ElementTree
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -75,9 +77,11 @@ from reconet_lib.files import atomic_write_text
 from reconet_lib.cost import count_flops
 from reconet_lib.inference import optimize_for_inference
 from reconet_lib.network import ReCoNet
-from reconet_lib.warp import inside_mask, warp
+from reconet_lib.train import PairLoss, train_step
+from reconet_lib.warp import inside_mask
 
 REPO = Path(__file__).resolve().parents[1]
+CUDA_TESTS = REPO / "tests" / "test_cuda.py"  # the correctness checks, as pytest tests marked cuda
 SECTIONS = ("hardware", "correctness", "inference", "video", "training", "torchrun", "raft", "compile")
 PASSED, MEASURED, SKIPPED, FAILED = "passed", "measured", "skipped", "FAILED"
 HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -454,116 +458,40 @@ def section_hardware(ctx: Context, box: Timebox) -> None:
 
 
 def section_correctness(ctx: Context, box: Timebox) -> None:
-    """Every CUDA path against the CPU float32 result on the same input (see the module docstring)."""
-    h, w = ctx.plan.check_size
-    model = seeded_model(ctx.plan.preset).eval()
-    with ctx.item("correctness", "network forward"):
-        check_forward(ctx, model, sample_images(2, h, w, seed=1))
-    with ctx.item("correctness", "warp"):
-        check_warp(ctx, h, w)
-    weights = loss_weights(ctx.plan)
-    vgg = losses.VGGFeatures(None, layers=weights.vgg_layers, seed=0)
-    grams = losses.style_grams(vgg, sample_images(1, 64, 64, seed=4), list(weights.style_layer_weights))
-    batch = sample_pair(2, h, w, seed=3)
-    with ctx.item("correctness", "pair_losses"):
-        check_losses(ctx, model, vgg, grams, weights, batch)
-    with ctx.item("correctness", "training step"):
-        check_training_step(ctx, model, vgg, grams, weights, batch)
+    """The correctness tests (``tests/test_cuda.py``, marked ``cuda``) in a child pytest: one row per test.
+
+    The dry run runs them against the CPU (``RECONET_CUDA_TESTS_ON_CPU=1``: tiny preset, tiny sizes)."""
+    xml = ctx.work / "correctness.xml"
+    env = {**child_env(ctx), "RECONET_CUDA_DEVICE": str(ctx.device)}
+    if not ctx.cuda:
+        env["RECONET_CUDA_TESTS_ON_CPU"] = "1"
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda", str(CUDA_TESTS),
+               f"--junitxml={xml}", "-o", "junit_family=xunit2"]
+    try:
+        done = run_child(command, env, box.left() - 5)
+    except subprocess.TimeoutExpired as exc:
+        ctx.report.add("correctness", "tests/test_cuda.py", FAILED, f"did not finish within {exc.timeout:.0f} s")
+        return
+    rows = junit_rows(xml) if xml.exists() else []
+    if not rows:
+        ctx.report.add("correctness", "tests/test_cuda.py", FAILED,
+                       f"pytest exited with {done.returncode}: {error_line(done.stdout + done.stderr)}")
+    for name, status, note, seconds in rows:
+        ctx.report.add("correctness", name, status, note, seconds=seconds)
 
 
-def check_forward(ctx: Context, model: ReCoNet, x: torch.Tensor) -> None:
-    device, report = ctx.device, ctx.report
-    with torch.no_grad():
-        ref = model(x)
-        on_device = copy.deepcopy(model).to(device)
-        xd = x.to(device)
-        for key, dtype in (("fp32", None), *HALF.items()):
-            with ctx.item("correctness", f"forward {key}"):
-                with autocast(device, dtype):
-                    out = on_device(xd)
-                what = "autocast" if dtype is not None else ("TF32 convolutions" if ctx.cuda else "float32")
-                report.compare("correctness", f"forward {key} ({what})", out.float(), ref, IMAGE_TOL[key])
-        for key, dtype in HALF.items():
-            with ctx.item("correctness", f"optimize_for_inference {key}"):
-                fast = optimize_for_inference(model, device, dtype=dtype)
-                report.compare("correctness", f"optimize_for_inference {key}", fast(xd), ref, IMAGE_TOL[key])
-
-
-def check_warp(ctx: Context, h: int, w: int) -> None:
-    device, report = ctx.device, ctx.report
-    generator = torch.Generator().manual_seed(2)
-    image = sample_images(2, h, w, seed=2)
-    flow = (torch.rand(2, 2, h, w, generator=generator) - 0.5) * max(h, w) * 0.4  # some samples leave the frame
-    flow[0, :, 0, 0] = float("nan")  # unknown flow: zeros, invalid
-    ref, ref_valid = warp(image, flow, return_valid=True)
-    out, valid = warp(image.to(device), flow.to(device), return_valid=True)
-    report.compare("correctness", "warp float32", out, ref, WARP_TOL)
-    report.compare("correctness", "warp valid mask", valid, ref_valid, MASK_TOL)
-    half_ref = warp(image.half().float(), flow)
-    report.compare("correctness", "warp float16 image", warp(image.to(device).half(), flow.to(device)).float(),
-                   half_ref, WARP_HALF_TOL)
-
-
-def loss_values(terms: dict) -> dict:
-    keys = [f"{term}_raw" for term in losses.LOSS_TERMS] + ["total"]
-    return {key: float(terms[key].detach()) for key in keys}
-
-
-def check_losses(ctx: Context, model, vgg, grams, weights, batch) -> None:
-    device = ctx.device
-    train_model = copy.deepcopy(model).train()
-    with torch.no_grad():
-        ref = loss_values(losses.pair_losses(train_model, vgg, batch, grams, weights))
-        model_d, vgg_d = copy.deepcopy(train_model).to(device), copy.deepcopy(vgg).to(device)
-        grams_d = {k: v.to(device) for k, v in grams.items()}
-        batch_d = to_device(batch, device)
-        for key, dtype in (("fp32", None), *HALF.items()):
-            with ctx.item("correctness", f"pair_losses {key}"), autocast(device, dtype):
-                out = loss_values(losses.pair_losses(model_d, vgg_d, batch_d, grams_d, weights))
-                ctx.report.compare_terms("correctness", f"pair_losses {key}: 5 terms + total", out, ref, LOSS_TOL[key])
-
-
-def one_step_losses(model, vgg, grams, weights, batch, device, dtype, use_scaler, max_tries: int = 40):
-    """Loss before and after one Adam step (lr 1e-3) as the train command takes it; ``(before, after, skipped)``.
-
-    With a gradient scaler, steps that overflow are skipped by the scaler (the scale halves); they are repeated
-    from the same state until one is taken, and counted.
-    """
-    model = copy.deepcopy(model).to(device).train()
-    vgg = copy.deepcopy(vgg).to(device)
-    grams = {k: v.to(device) for k, v in grams.items()}
-    batch = to_device(batch, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    for skipped in range(max_tries):
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, dtype):
-            total = losses.pair_losses(model, vgg, batch, grams, weights)["total"]
-        before = float(total.detach())
-        scale = scaler.get_scale() if use_scaler else None
-        scaler.scale(total).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        if not use_scaler or scaler.get_scale() >= scale:
-            break
-    else:
-        raise RuntimeError(f"the gradient scaler skipped {max_tries} steps in a row (overflow every time)")
-    with torch.no_grad(), autocast(device, dtype):
-        after = float(losses.pair_losses(model, vgg, batch, grams, weights)["total"])
-    return before, after, skipped
-
-
-def check_training_step(ctx: Context, model, vgg, grams, weights, batch) -> None:
-    ref_before, ref_after, _ = one_step_losses(model, vgg, grams, weights, batch, torch.device("cpu"), None, False)
-    for key, (dtype, scaler) in (("fp32", (None, False)), *TRAIN_PRECISIONS.items()):
-        name = f"training step {key}" + (" + GradScaler" if scaler else "")
-        with ctx.item("correctness", name):
-            before, after, skipped = one_step_losses(model, vgg, grams, weights, batch, ctx.device, dtype, scaler)
-            ctx.report.compare_terms("correctness", f"{name}: loss before/after one Adam step",
-                                     {"before": before, "after": after}, {"before": ref_before, "after": ref_after},
-                                     STEP_TOL[key])
-            if skipped:
-                ctx.report.rows[-1].figures["scaler_skipped_steps"] = skipped
+def junit_rows(junit_xml: Path) -> list[tuple[str, str, str, float]]:
+    """``(test name, status, note, seconds)`` of each test case in a pytest JUnit XML report."""
+    rows = []
+    for case in ElementTree.parse(junit_xml).iter("testcase"):
+        outcome = next((child for child in case if child.tag in ("failure", "error", "skipped")), None)
+        if outcome is None:
+            status, note = PASSED, ""
+        else:
+            status = SKIPPED if outcome.tag == "skipped" else FAILED
+            note = (outcome.get("message") or outcome.text or outcome.tag).strip().splitlines()[0][:300]
+        rows.append((case.get("name", "?"), status, note, float(case.get("time", 0.0))))
+    return rows
 
 
 def inference_modes(model: ReCoNet, device: torch.device) -> dict:
@@ -685,24 +613,11 @@ def pair_loader(root: Path, size: tuple[int, int], batch: int, device: torch.dev
     return loader, workers, (loader.prefetch_factor or 0) * workers
 
 
-def training_step(model, vgg, grams, weights, optimizer, scaler, dtype, batch, device) -> float:
-    """One step as the train command takes it: autocast, pair_losses, scaled backward, clip (no limit), Adam."""
-    optimizer.zero_grad(set_to_none=True)
-    with autocast(device, dtype):
-        total = losses.pair_losses(model, vgg, batch, grams, weights)["total"]
-    scaler.scale(total).backward()
-    if scaler.is_enabled():
-        scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
-    scaler.step(optimizer)
-    scaler.update()
-    return float(total.detach())  # one host sync per step, as the train command's logging does
-
-
 def time_training(ctx: Context, size, batch: int, precision: str, seconds: float, vgg, grams, weights) -> dict:
     device = ctx.device
     dtype, use_scaler = TRAIN_PRECISIONS[precision]
     model = seeded_model(ctx.plan.preset).to(device).train()
+    runner = PairLoss(model, vgg, grams, weights)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     loader, workers, prefetched = pair_loader(ctx.pairs_root(), size, batch, device)
@@ -714,8 +629,8 @@ def time_training(ctx: Context, size, batch: int, precision: str, seconds: float
         torch.cuda.reset_peak_memory_stats(device)
     losses_seen = []
 
-    def step(b):
-        losses_seen.append(training_step(model, vgg, grams, weights, optimizer, scaler, dtype, b, device))
+    def step(b):  # the train command's own step: one host sync per step, as its logging does
+        losses_seen.append(train_step(runner, optimizer, scaler, b, device=device, autocast_dtype=dtype).terms["total"])
 
     warmup, calls = ctx.plan.warmup, ctx.plan.min_calls
     excluded, _ = throughput(lambda: step(fixed), device, seconds, warmup=warmup, min_calls=calls)

@@ -54,11 +54,16 @@ def test_dry_run_reports_every_section_passed_or_skipped_with_a_reason(tmp_path)
             assert row["status"] in ("passed", "measured", "skipped"), row
             if row["status"] == "skipped":
                 assert len(row["note"]) > 10, row  # skipped with the reason
-    # the CUDA paths the issue names each have a correctness row that ran (on the CPU here)
+    # the CUDA paths the issue names each have a correctness row (a test of tests/test_cuda.py, run against the CPU
+    # here) that passed
     names = " | ".join(row["name"] for row in rows if row["status"] == "passed")
-    for path in ("forward fp16", "forward bf16", "optimize_for_inference fp16", "optimize_for_inference bf16",
-                 "warp float32", "pair_losses fp16", "pair_losses bf16", "training step fp16 + GradScaler",
-                 "training step bf16", "torchrun"):
+    for path in ("forward_on_the_device_matches_the_cpu[fp16]", "forward_on_the_device_matches_the_cpu[bf16]",
+                 "optimize_for_inference_on_the_device_matches_the_cpu[fp16]",
+                 "optimize_for_inference_on_the_device_matches_the_cpu[bf16]", "warp_and_its_valid_mask",
+                 "every_loss_term_on_the_device_matches_the_cpu[fp16]",
+                 "every_loss_term_on_the_device_matches_the_cpu[bf16]",
+                 "one_training_step_on_the_device_matches_the_cpu[fp16+GradScaler]",
+                 "one_training_step_on_the_device_matches_the_cpu[bf16]", "torchrun"):
         assert path in names
     training = [row for row in rows if row["section"] == "training"]
     assert all("needs CUDA" in row["note"] for row in training)  # peak GPU memory: skipped, with the reason
@@ -141,3 +146,29 @@ def test_raft_section_compares_and_times_when_weights_are_present(gpu_check, tmp
     statuses = {row.name: row.status for row in ctx.report.rows}
     assert statuses["RAFT large on the CPU 128x128"] == "measured"
     assert statuses["RAFT large on the GPU"] == "skipped"  # CUDA only
+
+
+def test_the_correctness_section_reports_a_failing_cuda_test_as_a_failed_row(gpu_check, tmp_path):
+    xml = tmp_path / "report.xml"
+    xml.write_text('<testsuites><testsuite name="pytest"><testcase classname="tests.test_cuda" name="test_a[fp16]" '
+                   'time="0.5"/><testcase classname="tests.test_cuda" name="test_b[bf16]" time="1.0"><failure '
+                   'message="AssertionError: tolerance max_abs &lt;= 0.12">trace</failure></testcase><testcase '
+                   'name="test_c" time="0"><skipped message="needs CUDA (a GPU)"/></testcase></testsuite></testsuites>')
+    assert gpu_check.junit_rows(xml) == [("test_a[fp16]", "passed", "", 0.5),
+                                        ("test_b[bf16]", "FAILED", "AssertionError: tolerance max_abs <= 0.12", 1.0),
+                                        ("test_c", "skipped", "needs CUDA (a GPU)", 0.0)]
+
+
+def test_the_timed_training_step_is_the_library_train_step(gpu_check, tmp_path, monkeypatch):
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["autocast_dtype"])
+        return real(*args, **kwargs)
+
+    real = gpu_check.train_step
+    monkeypatch.setattr(gpu_check, "train_step", spy)
+    ctx = quiet_context(gpu_check, tmp_path)
+    gpu_check.run_sections(ctx, ["training"])
+    assert [r.status for r in ctx.report.rows] == ["measured", "measured"]
+    assert set(calls) == {torch.bfloat16, torch.float16}  # both timed precisions ran the library's step

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("video I/O", ("frames", "codec", "frame_folders", "video", "video_html", "video_pairs")),
     ("model and losses", ("styles", "winograd", "network", "cost", "inference", "checkpoint", "hub", "texture_net",
                           "losses", "optimisation")),
-    ("training", ("train.config", "train.log", "train.state", "train.processes", "train.sampling", "train.loop",
+    ("training", ("train.config", "train.log", "train.state", "train.processes", "train.sampling", "train.step", "train.loop",
                   "recipe", "train.tutorial", "train.command", "train")),
     ("using a model", ("export", "blend", "stylize", "live", "metrics", "style_metrics", "evaluate", "widgets")),
     ("entry points", ("__init__", "cli", "__main__")),

@@ -15,6 +15,7 @@ from reconet_lib import cli, losses, synthetic
 from reconet_lib import train as train_mod
 from reconet_lib.checkpoint import load_checkpoint
 from reconet_lib.errors import UserInputError
+from reconet_lib.network import ReCoNet
 from reconet_lib.train import (
     TrainConfig,
     TrainingDivergedError,
@@ -204,6 +205,44 @@ def test_non_finite_steps_are_skipped_and_counted(monkeypatch, pairs_root, tmp_p
     assert [r["skipped"] for r in records] == [0, 0, 1, 1, 0, 0]
     assert all("total" not in r for r in records[2:4])
     assert load_checkpoint(tmp_path / "last.pt")["nonfinite"] == {"consecutive": 0, "total": 2}
+
+
+def _step_inputs(seed: int = 0):
+    """A tiny model with its loss network, Adam, a disabled scaler and a 2-pair batch of 24 x 32 frames."""
+    torch.manual_seed(seed)
+    model = ReCoNet.from_preset("tiny").train()
+    weights = losses.LossWeights(content_layer="relu2_2", style_layer_weights={"relu1_2": 1.0, "relu2_2": 1.0})
+    vgg = losses.VGGFeatures(None, layers=weights.vgg_layers, seed=0)
+    grams = losses.style_grams(vgg, torch.rand(1, 3, 32, 32), list(weights.style_layer_weights))
+    generator = torch.Generator().manual_seed(seed)
+    batch = {"current": torch.rand(2, 3, 24, 32, generator=generator),
+             "previous": torch.rand(2, 3, 24, 32, generator=generator),
+             "flow": torch.randn(2, 2, 24, 32, generator=generator), "valid": torch.ones(2, 1, 24, 32)}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    return train_mod.PairLoss(model, vgg, grams, weights), optimizer, torch.amp.GradScaler("cpu", enabled=False), batch
+
+
+def test_train_step_returns_every_logged_term_as_a_float_and_updates_the_network():
+    runner, optimizer, scaler, batch = _step_inputs()
+    before = [p.detach().clone() for p in runner.model.parameters()]
+    result = train_mod.train_step(runner, optimizer, scaler, batch, device=torch.device("cpu"))
+    assert set(result.terms) == set(LOSS_KEYS) and all(type(v) is float for v in result.terms.values())
+    assert math.isclose(result.terms["total"], sum(result.terms[t] for t in losses.LOSS_TERMS), rel_tol=1e-5)
+    assert result.updated and result.grad_finite and not result.stop_requested
+    assert any(not torch.equal(a, b) for a, b in zip(before, runner.model.parameters()))
+
+
+def test_train_step_skips_the_update_of_a_non_finite_loss_and_clips_to_grad_clip(monkeypatch):
+    runner, optimizer, scaler, batch = _step_inputs()
+    clipped = train_mod.train_step(runner, optimizer, scaler, batch, device=torch.device("cpu"), grad_clip=1e-3)
+    norm = torch.cat([p.grad.flatten() for p in runner.model.parameters() if p.grad is not None]).norm()
+    assert clipped.grad_norm > 1e-3 and float(norm) == pytest.approx(1e-3, rel=1e-3)  # measured before, clipped after
+    _nan_on_calls(monkeypatch, "all")
+    before = [p.detach().clone() for p in runner.model.parameters()]
+    result = train_mod.train_step(runner, optimizer, scaler, batch, device=torch.device("cpu"), stop_requested=True)
+    assert not result.updated and not result.loss_finite and result.stop_requested
+    assert all(torch.equal(a, b) for a, b in zip(before, runner.model.parameters()))
+    assert all(p.grad is None for p in runner.model.parameters())
 
 
 def test_training_stops_after_max_nonfinite_consecutive_steps(monkeypatch, pairs_root, tmp_path):

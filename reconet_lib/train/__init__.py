@@ -13,7 +13,8 @@ Modules (each imported here, so ``from reconet_lib.train import X`` works for ev
   :func:`build_dataset` and the one loader, :func:`make_step_loader`.
 * :mod:`.state`: :class:`RunState`, everything a step changes (model, Adam, ``LambdaLR`` schedule, gradient
   scaler, step, RNG, log window), saved and restored by checkpoints as a whole.
-* :mod:`.loop`: :func:`train` and one step; SIGINT/SIGTERM save the last completed step before stopping.
+* :mod:`.step`: :func:`train_step`, one optimisation step (the loop's and the GPU check's), and :class:`PairLoss`.
+* :mod:`.loop`: :func:`train`; SIGINT/SIGTERM save the last completed step before stopping.
 * :mod:`.log`: ``log.jsonl`` records, :func:`read_log`, :func:`plot_losses`.
 * :mod:`.processes`: several processes under ``torchrun`` (``DistributedDataParallel``, NCCL or Gloo).
 * :mod:`.tutorial`: :func:`tutorial_config` and :func:`ensure_tutorial_checkpoints` for the notebooks.
@@ -43,16 +44,17 @@ from ..checkpoint import LAST_NAME, LOCK_NAME, checkpoint_files, exclusive, late
 from .command import add_train_command, config_from_args, run_train_command
 from .config import CONFIG_NAME, DATA_KINDS, LR_SCHEDULES, RESUME_FIELDS, TrainConfig, normalize_sources, parse_data_spec
 from .log import LOG_NAME, plot_losses, read_log
-from .loop import PairLoss, TrainingDivergedError, TrainResult, model_config_of, train
+from .loop import TrainingDivergedError, TrainResult, model_config_of, train
 from .sampling import SampleStream, StepBatches, build_dataset, default_num_workers, make_step_loader
 from .state import RunState, lr_factor, make_scheduler
+from .step import PairLoss, StepResult, train_step
 from .tutorial import TUTORIAL_VERSION, ensure_tutorial_checkpoints, tutorial_config
 
 __all__ = [
     "CONFIG_NAME", "DATA_KINDS", "LAST_NAME", "LOCK_NAME", "LOG_NAME", "LR_SCHEDULES", "RESUME_FIELDS",
-    "PairLoss", "RunState", "SampleStream", "StepBatches", "TUTORIAL_VERSION", "TrainConfig", "TrainResult",
+    "PairLoss", "RunState", "SampleStream", "StepBatches", "StepResult", "TUTORIAL_VERSION", "TrainConfig", "TrainResult",
     "TrainingDivergedError", "add_train_command", "build_dataset", "checkpoint_files", "config_from_args",
     "default_num_workers", "ensure_tutorial_checkpoints", "exclusive", "latest_checkpoint", "lr_factor",
     "make_scheduler", "make_step_loader", "model_config_of", "normalize_sources", "parse_data_spec", "plot_losses",
-    "read_log", "run_train_command", "train", "tutorial_config",
+    "read_log", "run_train_command", "train", "train_step", "tutorial_config",
 ]

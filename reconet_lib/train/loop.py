@@ -2,7 +2,7 @@
 locked, the checkpoint to resume from chosen), then runs steps on a :class:`~.state.RunState` until the last
 step, a ``stop_after`` count, divergence, or a stop signal.
 
-A step (:func:`_train_step`) runs the network on a batch of pairs under autocast, backpropagates the total loss
+A step (:func:`~.step.train_step`) runs the network on a batch of pairs under autocast, backpropagates the total loss
 (:func:`reconet_lib.losses.pair_losses`), clips the gradient, and updates unless the loss or gradient is not
 finite. SIGINT (Ctrl-C) and SIGTERM let the current step finish, save an "interrupted" checkpoint and then stop
 (``KeyboardInterrupt``, or :class:`~reconet_lib.errors.TrainingInterrupted` for SIGTERM); a second signal stops
@@ -11,13 +11,12 @@ at once.
 from __future__ import annotations
 
 import hashlib
-import math
 import signal
 import sys
 import threading
 import time
 from collections.abc import Mapping
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,13 +28,13 @@ from .. import losses
 from ..checkpoint import (LAST_NAME, LOCK_NAME, exclusive, latest_checkpoint, remove_stale_temporaries, resume_point,
                           save_step_checkpoint)
 from ..errors import ReconetError, TrainingInterrupted, UserInputError
-from ..losses import LossWeights
 from ..precision import parse_device, precision_name, training_precision
 from .config import CONFIG_NAME, RESUME_FIELDS, TrainConfig
-from .log import LOG_NAME, LOGGED, LogWindow, append_record, log_record, truncate_log
+from .log import LOG_NAME, LogWindow, append_record, log_record, truncate_log
 from .processes import Processes, start_processes
 from .sampling import SampleStream, build_dataset, default_num_workers, make_step_loader
 from .state import RunState, lr_factor
+from .step import PairLoss, train_step
 
 
 class TrainingDivergedError(ReconetError):
@@ -90,21 +89,6 @@ def model_config_of(config: TrainConfig):
         raise UserInputError(f"TrainConfig.model {config.model!r} is not a preset or ReCoNetConfig dict: {exc}") from None
 
 
-class PairLoss(nn.Module):
-    """The network plus its frozen loss network: ``forward(batch)`` returns :func:`~reconet_lib.losses.pair_losses`.
-
-    Wrapping both in one module lets ``DistributedDataParallel`` see the whole step as one forward pass.
-    """
-
-    def __init__(self, model: nn.Module, vgg: nn.Module, grams: dict[str, torch.Tensor], weights: LossWeights) -> None:
-        super().__init__()
-        self.model, self.vgg = model, vgg
-        self.grams, self.weights = grams, weights
-
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return losses.pair_losses(self.model, self.vgg, batch, self.grams, self.weights)
-
-
 def style_identity(style: str) -> tuple[str, str]:
     """``(style name, sha256 of the style file)``: catalog name, or the file's stem and its digest."""
     from .. import styles
@@ -140,11 +124,6 @@ class _Run:
     @property
     def log_path(self) -> Path:
         return self.output / LOG_NAME
-
-    def autocast(self):
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def save(self, state: RunState, **extra) -> None:
         """Checkpoint ``state`` (process 0 writes ``last.pt`` and ``step_*.pt``; every process waits for it)."""
@@ -361,38 +340,22 @@ def _start_log(run: _Run, resumed: bool, step: int) -> None:
 # ==============================================================================================================
 
 
-def _train_step(run: _Run, state: RunState, runner: nn.Module, batch: Mapping, stop_requested: bool) -> bool:
-    """One optimisation step (or a skipped one); returns whether any process was asked to stop."""
-    batch = {k: (v.to(run.device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-    state.optimizer.zero_grad(set_to_none=True)
-    with run.autocast():
-        terms = runner(batch)
-    state.scaler.scale(terms["total"]).backward()
-    if run.use_scaler:
-        state.scaler.unscale_(state.optimizer)
-    clip = run.config.grad_clip if run.config.grad_clip is not None else float("inf")
-    grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), clip)
-    values = torch.stack([terms[k].detach().float() for k in LOGGED] + [grad_norm.detach().float()])
-    values = torch.cat([values, torch.tensor([float(stop_requested)], device=values.device)])
-    if run.procs.distributed:
-        torch.distributed.all_reduce(values)  # the sum; any non-finite rank makes it non-finite
-        values = values / run.procs.world_size
-    *values, grad, stop = values.cpu().tolist()
-    loss_ok, grad_ok = math.isfinite(values[0]), math.isfinite(grad)
-    if loss_ok and (grad_ok or run.use_scaler):
-        state.scaler.step(state.optimizer)  # with a scaler, inf gradients make it skip the update itself
+def _step(run: _Run, state: RunState, runner: nn.Module, batch: Mapping, stop_requested: bool) -> bool:
+    """One optimisation step (:func:`~.step.train_step`) or a skipped one, and the run state's bookkeeping;
+    returns whether any process was asked to stop."""
+    result = train_step(runner, state.optimizer, state.scaler, batch, device=run.device,
+                        autocast_dtype=run.autocast_dtype, grad_clip=run.config.grad_clip,
+                        world_size=run.procs.world_size, stop_requested=stop_requested)
+    if result.updated:
         state.nonfinite["consecutive"] = 0
-        state.window.add(dict(zip(LOGGED, values)), grad if grad_ok else None)
+        state.window.add(result.terms, result.grad_norm if result.grad_finite else None)
     else:
-        state.optimizer.zero_grad(set_to_none=True)
         state.nonfinite["consecutive"] += 1
         state.nonfinite["total"] += 1
         state.window.skipped += 1
-    if run.use_scaler:
-        state.scaler.update()
     state.advance_schedule()
     state.step += 1
-    return stop > 0
+    return result.stop_requested
 
 
 def _loop(run: _Run, state: RunState, runner: nn.Module, loader, stop: _StopRequest, progress: bool,
@@ -413,7 +376,7 @@ def _loop(run: _Run, state: RunState, runner: nn.Module, loader, stop: _StopRequ
     stopping = False
     try:
         for batch in _batches(loader, stop):
-            stopping = _train_step(run, state, runner, batch, stop.signum is not None)
+            stopping = _step(run, state, runner, batch, stop.signum is not None)
             bar.update(pairs_per_step)
             diverged = state.nonfinite["consecutive"] >= config.max_nonfinite
             if state.step % config.log_every == 0 or state.step == config.steps or diverged:
