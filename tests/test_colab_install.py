@@ -120,7 +120,7 @@ def test_every_exercise_has_a_difficulty_and_a_hint():
 @pytest.mark.parametrize("download_sintel", [False, True, None])
 def test_tutorial_models_start_the_sintel_download_only_when_asked(monkeypatch, tmp_path, download_sintel):
     """Full mode: the notebooks' DOWNLOAD_SINTEL flag reaches the resource policy (None: $RECONET_OFFLINE decides)."""
-    from reconet_lib import recipe
+    from reconet_lib.train import recipe
     from reconet_lib.train import tutorial
 
     allowed = []

@@ -21,19 +21,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("video I/O", ("frames", "codec", "frame_folders", "video", "video_html", "video_pairs")),
     ("model and losses", ("styles", "winograd", "network", "cost", "inference", "checkpoint", "hub", "texture_net",
                           "losses", "optimisation")),
-    ("training", ("train.config", "train.log", "train.state", "train.processes", "train.sampling", "train.step", "train.loop",
-                  "recipe", "train.tutorial", "train.command", "train")),
+    ("training", ("train.config", "train.log", "train.state", "train.processes", "train.sampling", "train.step",
+                  "train.loop", "train.recipe", "train.tutorial", "train.command", "train")),
     ("using a model", ("export", "blend", "stylize", "live", "metrics", "style_metrics", "evaluate", "widgets")),
     ("entry points", ("__init__", "cli", "__main__")),
 ]
-
-#: Upward imports in modules that others are editing while this test was written, allowed for now (remove an
-#: entry once its module is fixed; the test fails on an entry that is no longer needed).
-TEMPORARY_EXCEPTIONS: set[tuple[str, str]] = {
-    # recipe imports train.config, whose package __init__ imports train.tutorial, which imports recipe: a cycle
-    # through the package (the issue-21 "train/tutorial <-> recipe" debt; recipe.py and train/ are being edited).
-    ("recipe", "train"),
-}
 
 ORDER = [module for _, modules in LAYERS for module in modules]
 RANK = {module: i for i, module in enumerate(ORDER)}
@@ -95,14 +87,8 @@ def test_every_module_has_a_layer_and_every_listed_module_exists():
 
 def test_modules_import_only_modules_below_them():
     upward = sorted((name, target) for name, targets in import_graph().items() for target in targets
-                    if RANK[target] > RANK[name] and (name, target) not in TEMPORARY_EXCEPTIONS)
+                    if RANK[target] > RANK[name])
     assert upward == [], "upward imports (module, imported): move the shared code down or the module up"
-
-
-def test_temporary_exceptions_are_still_needed():
-    graph = import_graph()
-    stale = sorted(e for e in TEMPORARY_EXCEPTIONS if e[1] not in graph.get(e[0], set()))
-    assert stale == [], "these exceptions are fixed: remove them from TEMPORARY_EXCEPTIONS"
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -128,9 +114,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_there_is_no_import_cycle_apart_from_the_listed_exceptions():
-    graph = {name: {t for t in targets if (name, t) not in TEMPORARY_EXCEPTIONS}
-             for name, targets in import_graph().items()}
+def test_there_is_no_import_cycle():
+    graph = import_graph()
     assert find_cycle(graph) is None, find_cycle(graph)
 
 

@@ -6,7 +6,8 @@ import zipfile
 
 import pytest
 
-from reconet_lib import download, recipe, sintel
+from reconet_lib import download, sintel
+from reconet_lib.train import recipe
 from reconet_lib.errors import UserInputError
 from reconet_lib.synthetic import SyntheticConfig, make_sequence, write_sintel_layout
 

@@ -437,7 +437,7 @@ def test_the_lr_schedule_is_a_function_of_the_step_and_survives_a_state_dict(sch
 
 def _record_tutorial_runs(monkeypatch, tmp_path, prepare):
     """Run ensure_tutorial_checkpoints in full mode with training replaced by a recorder; the configs it asked for."""
-    from reconet_lib import recipe
+    from reconet_lib.train import recipe
     from reconet_lib.train import tutorial
 
     asked = []
@@ -448,7 +448,7 @@ def _record_tutorial_runs(monkeypatch, tmp_path, prepare):
 
 
 def test_full_mode_tutorial_models_train_on_real_sintel_frames_with_the_recipe(monkeypatch, tmp_path, capsys):
-    from reconet_lib.recipe import RECIPE
+    from reconet_lib.train.recipe import RECIPE
 
     sintel = tmp_path / "MPI-Sintel" / "training"
     asked = _record_tutorial_runs(monkeypatch, tmp_path / "runs", lambda **kwargs: sintel)

@@ -1,7 +1,7 @@
 """Train the five catalog styles with the full recipe, measure them, and publish each as a shareable model.
 
 The GPU recipe, as one command (MPI Sintel is downloaded and verified once, about 5.3 GB; each style trains the
-``paper`` network for the recipe's 20000 steps, see ``reconet_lib.recipe``; ``huggingface-cli login`` first):
+``paper`` network for the recipe's 20000 steps, see ``reconet_lib.train.recipe``; ``huggingface-cli login`` first):
 
     python tools/publish_styles.py --out published --push-to YOUR_HF_USER --device cuda
 
@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def training_config(args: argparse.Namespace, style: str, output: Path):
     """The recipe's TrainConfig for ``style``, with the overrides given on the command line."""
     from reconet_lib.errors import UserInputError
-    from reconet_lib.recipe import full_recipe, prepare_sintel
+    from reconet_lib.train.recipe import full_recipe, prepare_sintel
     from reconet_lib.sizes import parse_size
 
     if args.data == "sintel":

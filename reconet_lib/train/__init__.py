@@ -17,6 +17,7 @@ Modules (each imported here, so ``from reconet_lib.train import X`` works for ev
 * :mod:`.loop`: :func:`train`; SIGINT/SIGTERM save the last completed step before stopping.
 * :mod:`.log`: ``log.jsonl`` records, :func:`read_log`, :func:`plot_losses`.
 * :mod:`.processes`: several processes under ``torchrun`` (``DistributedDataParallel``, NCCL or Gloo).
+* :mod:`.recipe`: the full-mode recipe on real frames (:data:`RECIPE`, :func:`full_recipe`, :func:`prepare_sintel`).
 * :mod:`.tutorial`: :func:`tutorial_config` and :func:`ensure_tutorial_checkpoints` for the notebooks.
 * :mod:`.command`: ``reconet train``, its options made from :class:`TrainConfig`'s fields.
 
@@ -45,16 +46,18 @@ from .command import add_train_command, config_from_args, run_train_command
 from .config import CONFIG_NAME, DATA_KINDS, LR_SCHEDULES, RESUME_FIELDS, TrainConfig, normalize_sources, parse_data_spec
 from .log import LOG_NAME, plot_losses, read_log
 from .loop import TrainingDivergedError, TrainResult, model_config_of, train
+from .recipe import RECIPE, RecipeValue, colab_time_estimate, full_recipe, prepare_sintel
 from .sampling import SampleStream, StepBatches, build_dataset, default_num_workers, make_step_loader
 from .state import RunState, lr_factor, make_scheduler
 from .step import PairLoss, StepResult, train_step
 from .tutorial import TUTORIAL_VERSION, ensure_tutorial_checkpoints, tutorial_config
 
 __all__ = [
-    "CONFIG_NAME", "DATA_KINDS", "LAST_NAME", "LOCK_NAME", "LOG_NAME", "LR_SCHEDULES", "RESUME_FIELDS",
-    "PairLoss", "RunState", "SampleStream", "StepBatches", "StepResult", "TUTORIAL_VERSION", "TrainConfig", "TrainResult",
-    "TrainingDivergedError", "add_train_command", "build_dataset", "checkpoint_files", "config_from_args",
-    "default_num_workers", "ensure_tutorial_checkpoints", "exclusive", "latest_checkpoint", "lr_factor",
-    "make_scheduler", "make_step_loader", "model_config_of", "normalize_sources", "parse_data_spec", "plot_losses",
-    "read_log", "run_train_command", "train", "train_step", "tutorial_config",
+    "CONFIG_NAME", "DATA_KINDS", "LAST_NAME", "LOCK_NAME", "LOG_NAME", "LR_SCHEDULES", "PairLoss", "RECIPE",
+    "RESUME_FIELDS", "RecipeValue", "RunState", "SampleStream", "StepBatches", "StepResult", "TUTORIAL_VERSION",
+    "TrainConfig", "TrainResult", "TrainingDivergedError", "add_train_command", "build_dataset", "checkpoint_files",
+    "colab_time_estimate", "config_from_args", "default_num_workers", "ensure_tutorial_checkpoints", "exclusive",
+    "full_recipe", "latest_checkpoint", "lr_factor", "make_scheduler", "make_step_loader", "model_config_of",
+    "normalize_sources", "parse_data_spec", "plot_losses", "prepare_sintel", "read_log", "run_train_command", "train",
+    "train_step", "tutorial_config",
 ]

@@ -8,10 +8,12 @@ import os
 from pathlib import Path
 
 from ..checkpoint import LAST_NAME, exclusive, load_checkpoint
+from ..config import data_dir
 from ..errors import ReconetError
 from ..losses import LossWeights
 from ..precision import parse_device
 from ..resources import tutorial_resources
+from . import recipe
 from .config import TrainConfig
 from .loop import train
 
@@ -38,12 +40,12 @@ def tutorial_config(quick: bool, device, *, temporal: bool = True, loss_network:
     :meth:`LossWeights.offline`) or ``"random_texture"`` (:meth:`LossWeights.offline_texture`, the alternative
     the study measured).
 
-    Full (GPU): the values of :data:`reconet_lib.recipe.RECIPE` (``paper`` preset, 256 x 256 crops, batch 4,
+    Full (GPU): the values of :data:`reconet_lib.train.recipe.RECIPE` (``paper`` preset, 256 x 256 crops, batch 4,
     lr 1e-3 with a cosine schedule, scale and flip augmentation, mixed precision), but 4000 steps instead of 20000
     so that a notebook run stays within a Colab session, on **real frames**: MPI Sintel's training folder
     ``sintel`` (clean and final passes, read time-reversed with exact flow). Without ``sintel`` (offline) it
     trains on the full-size generated photo scenes; :func:`ensure_tutorial_checkpoints` says so when it happens.
-    Time: see :func:`reconet_lib.recipe.colab_time_estimate` (an estimate, not a measurement).
+    Time: see :func:`reconet_lib.train.recipe.colab_time_estimate` (an estimate, not a measurement).
     """
     if loss_network not in TUTORIAL_LOSS_NETWORKS:
         raise ReconetError(f"loss_network must be one of {list(TUTORIAL_LOSS_NETWORKS)}; got {loss_network!r}")
@@ -60,12 +62,10 @@ def tutorial_config(quick: bool, device, *, temporal: bool = True, loss_network:
                            style_size=r.style_size, crop=r.crop, batch_size=r.batch_size, steps=r.steps, lr=r.lr,
                            lr_schedule=r.lr_schedule, checkpoint_every=r.steps // 2, keep_last=1, precision="fp32",
                            **common)
-    from ..recipe import RECIPE
-
-    recipe = {v.field: v.value for v in RECIPE if v.field not in ("loss", "style", "vgg_weights", "steps")}
+    values = {v.field: v.value for v in recipe.RECIPE if v.field not in ("loss", "style", "vgg_weights", "steps")}
     data = ([{"kind": "sintel", "path": os.fspath(sintel), "options": {"passes": ["clean", "final"]}}] if sintel
             else [{"kind": "synthetic", "options": {"quick": False}}])
-    return TrainConfig(data=data, steps=4000, checkpoint_every=500, keep_last=2, **{**recipe, **common})
+    return TrainConfig(data=data, steps=4000, checkpoint_every=500, keep_last=2, **{**values, **common})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,9 +100,7 @@ def expected_time(quick: bool, steps: int) -> str:
     if quick:
         return (f"quick mode: {steps} steps, about a minute on two idle CPU cores, a few minutes while other "
                 "programs keep them busy")
-    from ..recipe import colab_time_estimate
-
-    return f"full mode: {colab_time_estimate(steps)}"
+    return f"full mode: {recipe.colab_time_estimate(steps)}"
 
 
 #: Part of the tutorial checkpoints' cache key: bump it to retrain them after a change of the training code.
@@ -114,10 +112,8 @@ def _real_frames(allow_download: bool | None = None) -> Path | None:
 
     ``allow_download=False`` uses a copy already cached or mirrored but never starts the multi-GB download.
     """
-    from ..recipe import prepare_sintel
-
     try:
-        return prepare_sintel(allow_download=allow_download)
+        return recipe.prepare_sintel(allow_download=allow_download)
     except ReconetError as exc:
         print(f"full mode trains on generated photo scenes instead of MPI Sintel: {exc}")
         return None
@@ -150,8 +146,6 @@ def ensure_tutorial_checkpoints(quick: bool, device, *, output_dir: str | os.Pat
     Returns:
         ``{"reconet": path, "baseline": path}`` of ``last.pt`` checkpoints.
     """
-    from ..config import data_dir
-
     folder = Path(output_dir) if output_dir is not None else data_dir() / "checkpoints" / ("quick" if quick else "full")
     # ImageNet VGG-16 and 'candy' whenever they can be had (file, cache, mirror, download); otherwise random
     # weights and 'mosaic', announced in one message (reconet_lib.resources).

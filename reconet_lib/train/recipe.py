@@ -20,7 +20,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserInputError
+from ..config import data_dir
+from ..download import extract
+from ..errors import UserInputError
+from ..losses import LossWeights
+from ..resources import locate
+from .config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -75,10 +80,6 @@ def prepare_sintel(*, allow_download: bool | None = None, progress: bool = True)
     Returns:
         The folder that holds ``clean/``, ``final/``, ``flow/`` and ``occlusions/`` (pass it to ``SintelPairs``).
     """
-    from .config import data_dir
-    from .download import extract
-    from .resources import locate
-
     archive = locate("mpi_sintel", allow_download=allow_download, progress=progress)
     target = extract(archive, data_dir() / "sintel")
     for candidate in (target / "training", *sorted(p / "training" for p in target.iterdir() if p.is_dir())):
@@ -104,9 +105,6 @@ def full_recipe(
     Raises:
         UserInputError: neither ``sintel`` nor ``clips`` given (the recipe never falls back to generated scenes).
     """
-    from .losses import LossWeights
-    from .train.config import TrainConfig
-
     data = []
     if sintel is not None:
         data.append({"kind": "sintel", "path": os.fspath(sintel), "weight": 1.0,
