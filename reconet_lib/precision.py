@@ -16,9 +16,13 @@ Why a policy is needed. Half precision is not fast everywhere:
 The CPU decision reads two facts, once per process, and never a clock (a decision that depended on the load
 of the moment would change from run to run):
 
-1. the hardware flags torch reads from ``cpuid`` (AVX512-BF16 or AMX tiles);
+1. the CPU's flags (AVX512-BF16 or AMX tiles), as the operating system lists them (``/proc/cpuinfo``), or
+   from ``cpuid`` through torch where it lists none;
 2. whether oneDNN, as configured in this process, will use them (``ONEDNN_MAX_CPU_ISA=AVX2`` or an old
-   oneDNN turn them off; torch reports this through ``torch.ops.mkldnn._is_mkldnn_bf16_supported``).
+   oneDNN turn them off; only oneDNN knows, and torch reports it through a private helper).
+
+No public torch API answers either question off Linux or the second one at all: the private helpers used are
+listed in :data:`PRIVATE_TORCH_HELPERS`, the one place the library calls a private torch name.
 
 Both must hold. :func:`probe_bf16_ratio` measures the difference on the spot (the benchmarks print it; the test
 suite checks that it sees the emulated case as slower), but it does not decide: on a shared machine one timing
@@ -116,17 +120,52 @@ class CpuPrecisionReport:
     reason: str
 
 
-def _hardware_bf16() -> bool:
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private torch helpers; absent = no
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+#: The private torch helpers this module calls, each with the reason no public API does the job; the one place
+#: the library touches a private torch name (tests/test_precision.py fails when an upgrade removes one).
+PRIVATE_TORCH_HELPERS = {
+    # the CPU's AVX512-BF16 / AMX flags from cpuid, where the operating system does not list them (not Linux)
+    ("torch.cpu", "_is_avx512_bf16_supported"): "cpuid flags off Linux (no public torch API)",
+    ("torch.cpu", "_is_amx_tile_supported"): "cpuid flags off Linux (no public torch API)",
+    # whether oneDNN, as capped by ONEDNN_MAX_CPU_ISA in this process, runs bfloat16: only oneDNN knows its own cap
+    ("torch.ops.mkldnn", "_is_mkldnn_bf16_supported"): "oneDNN's own bfloat16 support (no public torch API)",
+}
 
 
-def _onednn_bf16() -> bool:
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+def _private_torch_check(owner: str, name: str) -> bool:
+    """Call one of :data:`PRIVATE_TORCH_HELPERS`; False when this torch lacks it or it fails."""
+    if (owner, name) not in PRIVATE_TORCH_HELPERS:
+        raise KeyError(f"{owner}.{name} is not a listed private torch helper")
+    namespace = {"torch.cpu": torch.cpu, "torch.ops.mkldnn": torch.ops.mkldnn}[owner]
+    check = getattr(namespace, name, None)
     try:
         return bool(check()) if check is not None else False
     except RuntimeError:
         return False
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags as the operating system lists them (``/proc/cpuinfo`` on Linux); None elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return None
+
+
+def _hardware_bf16() -> bool:
+    """The CPU has AVX512-BF16 or AMX tiles (the OS's flags; torch's cpuid helpers where the OS lists none)."""
+    flags = cpu_flags()
+    if flags is not None:
+        return "avx512_bf16" in flags or "amx_tile" in flags
+    return any(_private_torch_check("torch.cpu", name) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def _onednn_bf16() -> bool:
+    return _private_torch_check("torch.ops.mkldnn", "_is_mkldnn_bf16_supported")
 
 
 def _fastest_conv_call(dtype: torch.dtype, budget_s: float, min_calls: int = 5) -> float:
@@ -234,17 +273,13 @@ _BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
 def cpu_has_avx512() -> bool:
     """Whether the CPU itself has AVX-512 (the ``avx512f`` flag), whatever this process's settings allow.
 
-    Read from the operating system's CPU flags (``/proc/cpuinfo`` on Linux). Elsewhere, torch's public capability
+    Read from the operating system's CPU flags (:func:`cpu_flags`, Linux). Elsewhere, torch's public capability
     string (``torch.backends.cpu.get_cpu_capability()``) stands in: it reports the CPU unless
     ``ATEN_CPU_CAPABILITY`` lowers it.
     """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return "avx512f" in line.split()
-    except OSError:
-        pass
+    flags = cpu_flags()
+    if flags is not None:
+        return "avx512f" in flags
     return torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512")
 
 

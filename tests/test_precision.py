@@ -202,3 +202,24 @@ def test_the_emulation_really_makes_bf16_slower_than_fp32():
     """The AVX2-only settings reproduce the slowdown, not only the flags: a bf16 convolution is measured slower."""
     out = _in_subprocess("from reconet_lib import precision as p; print(p.probe_bf16_ratio(0.1))", AVX2_ONLY)
     assert float(out) > 1.5, f"emulated bf16 measured at {out} x the time of fp32"
+
+
+@pytest.mark.parametrize("owner, name", sorted(precision.PRIVATE_TORCH_HELPERS))
+def test_every_private_torch_helper_the_policy_calls_exists_in_this_torch(owner, name):
+    """The library's one use of private torch names: an upgrade that removes one must fail here, not decide fp32."""
+    namespace = {"torch.cpu": torch.cpu, "torch.ops.mkldnn": torch.ops.mkldnn}[owner]
+    assert callable(getattr(namespace, name, None)), f"{owner}.{name} is gone: find its replacement"
+    assert isinstance(precision._private_torch_check(owner, name), bool)
+
+
+def test_only_listed_private_torch_helpers_can_be_called():
+    with pytest.raises(KeyError):
+        precision._private_torch_check("torch.cpu", "_is_avx512_supported")
+
+
+@pytest.mark.skipif(precision.cpu_flags() is None, reason="reads Linux CPU flags")
+def test_the_os_cpu_flags_and_torch_cpuid_agree_on_bf16_hardware():
+    """On Linux the flags come from /proc/cpuinfo; elsewhere torch's cpuid helpers: both must say the same."""
+    from_cpuid = any(precision._private_torch_check("torch.cpu", name)
+                     for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    assert precision._hardware_bf16() == from_cpuid
