@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .errors import UserInputError
+from .estimate import estimate_flows_and_valid
 from .warp import inside_mask, luminance, warp
 
 
@@ -158,8 +159,6 @@ class StreamBlender:
         """
         if self.alpha == 0.0:
             return stylised
-        from .estimate import estimate_flows_and_valid
-
         start = time.perf_counter()
         if inputs.shape != stylised.shape:
             raise UserInputError(f"inputs {inputs.shape} and stylised frames {stylised.shape} differ in shape")

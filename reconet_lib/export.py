@@ -60,7 +60,7 @@ def _check_path(path: str | os.PathLike) -> Path:
 
 def _exporter_modules():
     try:
-        import onnxruntime
+        import onnxruntime  # in function: an optional extra (pip install reconet_lib[export]), needed only to export
         import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
     except ImportError:
         raise UserInputError(f"ONNX export needs onnxruntime and onnxscript; {_INSTALL_HINT}") from None

@@ -21,16 +21,21 @@ import io
 import json
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
+import cv2
+import ipywidgets as widgets
 import torch
+from PIL import Image
 
 from .errors import UserInputError
 from .sizes import Size, check_size, resolve_size
+from .video import read_frames
 
 CAMERA_KINDS = ("auto", "opencv", "browser", "file")
 
@@ -41,8 +46,6 @@ def _resize(frame: np.ndarray, size: Size | None) -> np.ndarray:
     h, w = resolve_size(size, frame.shape[:2])
     if (h, w) == frame.shape[:2]:
         return frame
-    import cv2
-
     return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
 
 
@@ -84,8 +87,6 @@ class VideoFileCamera(Camera):
     kind = "file"
 
     def __init__(self, source, *, size: Size | None = None, loop: bool = True):
-        from .video import read_frames
-
         self.source, self.size, self.loop = source, check_size(size), loop
         self._read_frames = read_frames
         self._frames = read_frames(source, size=self.size)
@@ -112,8 +113,6 @@ def camera_available(index: int = 0) -> bool:
     """
     if sys.platform.startswith("linux") and not Path(f"/dev/video{index}").exists():
         return False
-    import cv2
-
     previous = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
@@ -136,8 +135,6 @@ class OpenCVCamera(Camera):
     kind = "opencv"
 
     def __init__(self, index: int = 0, *, size: Size | None = None):
-        import cv2
-
         self.size = check_size(size)
         self._capture = cv2.VideoCapture(index)
         if not self._capture.isOpened():
@@ -146,8 +143,6 @@ class OpenCVCamera(Camera):
                                  "a video file as the camera: open_camera('file', video=PATH)")
 
     def read(self) -> np.ndarray | None:
-        import cv2
-
         ok, frame = self._capture.read()
         if not ok:
             return None
@@ -203,8 +198,6 @@ window.reconetCameraClose = function () {
 
 def decode_data_url(url: str) -> np.ndarray:
     """A ``data:image/...;base64,...`` URL -> ``(H, W, 3)`` uint8 RGB."""
-    from PIL import Image
-
     if not isinstance(url, str) or not url.startswith("data:image/") or ";base64," not in url:
         raise UserInputError("the browser sent no camera image (did it refuse camera access? allow it and rerun)")
     data = base64.b64decode(url.split(";base64,", 1)[1])
@@ -232,7 +225,7 @@ class BrowserCamera(Camera):
                  eval_js: Callable[[str], object] | None = None):
         if eval_js is None:
             try:
-                from google.colab.output import eval_js
+                from google.colab.output import eval_js  # in function: the module exists on Colab only
             except ImportError:
                 raise UserInputError("the browser camera works on Google Colab only; locally use open_camera('opencv') "
                                      "or a video file: open_camera('file', video=PATH)") from None
@@ -402,8 +395,6 @@ class LiveStylizer:
 
     def start(self) -> None:
         """Stream in a background thread (local cameras), so the toggle switches the network live; :meth:`stop` ends it."""
-        import threading
-
         self.stop()
         self._stop = threading.Event()
         self.error = None
@@ -435,8 +426,6 @@ class LiveStylizer:
     def widget(self):
         """Toggle buttons (which network), the stylised frame and the frame rates (ipywidgets)."""
         if self._widget is None:
-            import ipywidgets as widgets
-
             self._toggle = widgets.ToggleButtons(options=list(self.models), value=self.current, description="network")
             self._toggle.style.button_width = "auto"
             self._toggle.observe(lambda change: self.select(change["new"]), names="value")
@@ -449,8 +438,6 @@ class LiveStylizer:
 
 
 def _jpeg(frame: np.ndarray, quality: int = 85) -> bytes:
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.fromarray(frame).save(buffer, format="jpeg", quality=quality)
     return buffer.getvalue()

@@ -36,6 +36,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoint import describe_load_failure, safe_torch_load
+from .config import from_dict
+from . import resources
 from .errors import UserInputError
 from .flow import resize_flow
 from .texture_net import TEXTURE_LAYERS, RandomTextureFeatures, check_texture_layers
@@ -137,8 +139,6 @@ class VGGFeatures(nn.Module):
         ``None`` is always available; a path when the file exists; ``"imagenet"`` when ``$RECONET_VGG_WEIGHTS``
         names an existing file or the cache holds the verified torchvision file.
         """
-        from . import resources
-
         if weights is None:
             return True
         if str(weights) != "imagenet":
@@ -234,8 +234,6 @@ def _load_state_file(path: Path) -> Mapping[str, torch.Tensor]:
 
 def _resolve_state_dict(weights: str | os.PathLike, *, progress: bool) -> Mapping[str, torch.Tensor]:
     """Find and read the state dict that ``weights`` stands for (see :class:`VGGFeatures`)."""
-    from . import resources
-
     if str(weights) != "imagenet":
         return _load_state_file(Path(weights).expanduser())
     return _load_state_file(resources.locate(_RESOURCE, progress=progress))
@@ -585,8 +583,6 @@ class LossWeights:
     @classmethod
     def from_dict(cls, values) -> "LossWeights":
         """Build weights from a dict of field names (missing ones keep their defaults; unknown ones are refused)."""
-        from .config import from_dict
-
         return from_dict(cls, values, "LossWeights")
 
     @property

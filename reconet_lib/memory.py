@@ -14,6 +14,7 @@ import ctypes
 import os
 import platform
 
+import psutil
 import torch
 
 from .errors import UserInputError
@@ -26,10 +27,6 @@ GIB = 2**30
 
 def available_host_memory() -> int | None:
     """Bytes of RAM free for a new allocation now (``psutil``'s ``available``), or None if unknown."""
-    try:
-        import psutil
-    except ImportError:  # pragma: no cover - psutil is a dependency; a stripped install still runs
-        return None
     return int(psutil.virtual_memory().available)
 
 

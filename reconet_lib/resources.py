@@ -24,6 +24,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from . import download
 from .config import data_dir
 from .errors import UserInputError
@@ -63,8 +65,6 @@ def cache_dir(name: str) -> Path:
     """The cache folder of registered resource ``name`` (read from the environment at call time)."""
     download.resource(name)  # unknown names raise a UserInputError listing the known ones
     if name in WEIGHTS:
-        import torch
-
         return Path(torch.hub.get_dir()) / "checkpoints"
     if name.startswith("style_"):
         return data_dir() / "styles"

@@ -46,8 +46,11 @@ import numpy as np
 import torch
 
 from . import sintel
+from .config import data_dir, quick_mode
+from . import photos
 from .errors import UserInputError
 from .files import atomic_write_text, partial_path, swap_in, sweep_stale
+from .flow import write_flo
 from .warp import inside_mask
 
 #: Pass folders :func:`write_sintel_layout` can write (the generator has no render effects: both get the same frames).
@@ -149,12 +152,10 @@ class SyntheticConfig:
         if self.scene not in SCENES:
             raise UserInputError(f"SyntheticConfig.scene must be one of {SCENES}; got {self.scene!r}")
         if self.photos is not None:
-            from .photos import PHOTOS
-
             chosen = (self.photos,) if isinstance(self.photos, str) else tuple(self.photos)
-            unknown = [name for name in chosen if name not in PHOTOS]
+            unknown = [name for name in chosen if name not in photos.PHOTOS]
             if unknown or not chosen:
-                raise UserInputError(f"SyntheticConfig.photos must name at least one of {sorted(PHOTOS)}; "
+                raise UserInputError(f"SyntheticConfig.photos must name at least one of {sorted(photos.PHOTOS)}; "
                                      f"got {list(chosen)}")
             object.__setattr__(self, "photos", tuple(sorted(set(chosen))))
         for name, low, high, what in (
@@ -366,9 +367,7 @@ def _draw_texture(rng: np.random.Generator, size: float, scale: float) -> _Textu
 def _texture_colour(t: _Texture | _PhotoTexture, p: np.ndarray) -> np.ndarray:
     """Colour ``(N, 3)`` in [0, 1] of texture ``t`` at layer points ``p`` ``(N, 2)``."""
     if isinstance(t, _PhotoTexture):
-        from .photos import sample
-
-        return sample(t.pixels, p + t.origin)
+        return photos.sample(t.pixels, p + t.origin)
     g = 0.5 + 0.5 * np.sin(2 * math.pi * (p @ t.gradient_direction) / t.gradient_period + t.gradient_phase)
     colour = t.colours[0] + (t.colours[1] - t.colours[0]) * g[:, None]
 
@@ -494,8 +493,6 @@ def _draw_photo_layers(config: SyntheticConfig) -> list[_Layer]:
     object's) shows its photo's object box scaled to fit the shape's radii, which follow the box's aspect.
     Layer membership keeps hard edges, so flows and occlusions stay exact at pixel centres.
     """
-    from . import photos
-
     rng = np.random.default_rng(config.seed)
     h, w, t = config.height, config.width, config.frames
     camera = _camera_maps(config, rng)
@@ -680,8 +677,6 @@ def write_sintel_layout(
     Returns:
         ``root`` as a :class:`~pathlib.Path`.
     """
-    from .flow import write_flo
-
     if not isinstance(sequence, SyntheticSequence):
         raise UserInputError(f"write_sintel_layout needs a SyntheticSequence; got {type(sequence).__name__}")
     _check_scene_name(scene)
@@ -826,8 +821,6 @@ def default_dataset(quick: bool | None = None, scene: str = "photo") -> Path:
     Returns:
         The layout root (pass it wherever a Sintel ``training`` folder is expected).
     """
-    from .config import data_dir, quick_mode
-
     quick = quick_mode() if quick is None else bool(quick)
     config = default_config(quick, scene)
     folder = ("quick" if quick else "full") + ("" if scene == "photo" else f"-{scene}")

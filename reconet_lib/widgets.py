@@ -23,8 +23,15 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 
+import ipywidgets as widgets
 import numpy as np
 import torch
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from PIL import Image
 
 from .blend import blend_clip, check_alpha, sharpness_kept
 from .errors import UserInputError
@@ -63,8 +70,6 @@ def heat_map(error: np.ndarray, valid: np.ndarray, vmax: float) -> np.ndarray:
     Returns:
         ``(H, W, 3)`` uint8 RGB.
     """
-    from matplotlib import colormaps
-
     scaled = np.clip(np.asarray(error, dtype=np.float64) / max(float(vmax), 1e-12), 0.0, 1.0)
     rgb = (colormaps[HEAT_CMAP](scaled)[..., :3] * 255.0).round().astype(np.uint8)
     rgb[~np.asarray(valid, dtype=bool)] = INVALID_GREY
@@ -72,8 +77,6 @@ def heat_map(error: np.ndarray, valid: np.ndarray, vmax: float) -> np.ndarray:
 
 
 def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="png")
     return buffer.getvalue()
@@ -267,9 +270,6 @@ class TemporalExplorer:
 
         At the default ``dpi`` it is about 750 x 220 pixels, shown at that size (or smaller) in the widget.
         """
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
         fig = Figure(figsize=(7.5, 2.2), dpi=dpi, layout="constrained")
         canvas = FigureCanvasAgg(fig)
         self._plot_errors(fig.add_subplot(), self.frame if t is None else t)
@@ -283,11 +283,6 @@ class TemporalExplorer:
         render (static exports, a notebook opened without a kernel, nbval). Not attached to pyplot; show it
         with ``display(fig)`` in a notebook or save it with ``fig.savefig``.
         """
-        from matplotlib import colormaps
-        from matplotlib.cm import ScalarMappable
-        from matplotlib.colors import Normalize
-        from matplotlib.figure import Figure
-
         t = self.frame if t is None else t
         if not 1 <= t < self.num_frames:
             raise UserInputError(f"frame must be in [1, {self.num_frames - 1}]; got {t}")
@@ -329,8 +324,6 @@ class TemporalExplorer:
         return self._widget
 
     def _build(self) -> None:
-        import ipywidgets as widgets
-
         last = self.num_frames - 1
         self._play = widgets.Play(value=self.frame, min=1, max=last, step=1, interval=400, description="play")
         self._slider = widgets.IntSlider(value=self.frame, min=1, max=last, step=1, description="frame t")

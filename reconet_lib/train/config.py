@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from .. import config as settings
 from ..errors import UserInputError, first_line
@@ -207,8 +208,6 @@ class TrainConfig:
         if fmt == "json":
             text = json.dumps(self.to_dict(), indent=2) + "\n"
         else:
-            import yaml
-
             text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         atomic_write_text(path, text)
         return path
@@ -233,8 +232,6 @@ class TrainConfig:
             if fmt == "json":
                 values = json.loads(text) if text.strip() else None
             else:
-                import yaml
-
                 values = yaml.safe_load(text)
         except Exception as exc:  # JSON and YAML syntax errors
             raise UserInputError(f"{path} is not valid {fmt.upper()}: {first_line(exc)}") from None

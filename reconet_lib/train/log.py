@@ -99,7 +99,7 @@ def plot_losses(source, *, raw: bool = False, terms: Sequence[str] | None = None
     Returns:
         a ``matplotlib.figure.Figure`` (not registered with pyplot; display it or ``savefig`` it).
     """
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # in function: matplotlib takes a second or more to import; only plots need it
 
     runs = dict(source) if isinstance(source, Mapping) else {None: source}
     terms = list(terms) if terms is not None else ["total", *LOSS_TERMS]

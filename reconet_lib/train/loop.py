@@ -23,12 +23,17 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+from tqdm.auto import tqdm
 
-from .. import losses
+from .. import losses, memory, styles
 from ..checkpoint import (LAST_NAME, LOCK_NAME, exclusive, latest_checkpoint, remove_stale_temporaries, resume_point,
                           save_step_checkpoint)
+from ..cost import conv_layers
 from ..errors import ReconetError, TrainingInterrupted, UserInputError
+from ..losses import VGG_LAYERS
+from ..network import ReCoNetConfig
 from ..precision import parse_device, precision_name, training_precision
+from ..texture_net import TEXTURE_LAYERS
 from .config import CONFIG_NAME, RESUME_FIELDS, TrainConfig
 from .log import LOG_NAME, LogWindow, append_record, log_record, truncate_log
 from .processes import Processes, start_processes
@@ -77,8 +82,6 @@ class TrainResult:
 
 def model_config_of(config: TrainConfig):
     """The :class:`~reconet_lib.network.ReCoNetConfig` that ``config.model`` names."""
-    from ..network import ReCoNetConfig
-
     try:
         if isinstance(config.model, str):
             return ReCoNetConfig.preset(config.model)
@@ -91,8 +94,6 @@ def model_config_of(config: TrainConfig):
 
 def style_identity(style: str) -> tuple[str, str]:
     """``(style name, sha256 of the style file)``: catalog name, or the file's stem and its digest."""
-    from .. import styles
-
     if style in styles.list_styles():
         return style, styles.style_sha256(style)
     path = Path(style).expanduser()
@@ -210,13 +211,11 @@ def _train(run: _Run, resume: bool, progress: bool, stop_after: int | None, data
 
 def _check_inputs(run: _Run, dataset) -> tuple[torch.Tensor, object]:
     """Load the style image and the dataset, and check the output path: every input fault before any write."""
-    from ..styles import load_style
-
     output = run.output
     if output.exists() and not output.is_dir():
         raise UserInputError(f"output {output} is a file, not a folder; choose a folder for the run (--output)")
     _check_memory(run)
-    style_image = load_style(run.config.style, size=run.config.style_size, device=run.device)
+    style_image = styles.load_style(run.config.style, size=run.config.style_size, device=run.device)
     if dataset is None:
         if not run.procs.main:  # process 0 prepares caches (own videos' flow) first
             run.procs.barrier()
@@ -234,10 +233,6 @@ def training_memory_lower_bound(config: TrainConfig) -> int:
     frames' features need no gradient). Weights, optimiser state, workspace and the allocator's slack come on top,
     so a run needs more than this; what is refused by it cannot fit.
     """
-    from ..losses import VGG_LAYERS
-    from ..cost import conv_layers
-    from ..texture_net import TEXTURE_LAYERS
-
     h, w = config.crop
     frames = 2 * config.batch_size
     network = sum(2 * c["out_channels"] * c["out_height"] * c["out_width"]
@@ -254,8 +249,6 @@ def training_memory_lower_bound(config: TrainConfig) -> int:
 
 
 def _check_memory(run: _Run) -> None:
-    from .. import memory
-
     h, w = run.config.crop
     memory.require(training_memory_lower_bound(run.config),
                    f"training steps of {run.config.batch_size} pairs of {w}x{h} crops",
@@ -361,8 +354,6 @@ def _step(run: _Run, state: RunState, runner: nn.Module, batch: Mapping, stop_re
 def _loop(run: _Run, state: RunState, runner: nn.Module, loader, stop: _StopRequest, progress: bool,
           stop_after: int | None) -> TrainResult:
     """Run the steps of ``loader``; log, checkpoint, and stop on divergence, ``stop_after`` or a signal."""
-    from tqdm.auto import tqdm
-
     config = run.config
     # The bar counts frame pairs, so that its rate reads "pairs/s" and its estimate of the time left is honest
     # whatever the batch size; the step is shown beside it.

@@ -16,7 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import data
 from ..errors import UserInputError
+from ..pairs import PairAugment
+from ..video_pairs import VideoFolderPairs
 from .config import TrainConfig
 
 
@@ -58,9 +61,7 @@ class SampleStream(torch.utils.data.Dataset):
         return torch.Generator().manual_seed(_mix(self.seed, n, 2))
 
     def __getitem__(self, n: int) -> dict:
-        from ..data import read_pair
-
-        return read_pair(self.dataset, self.index_of(n), self.generator(n))
+        return data.read_pair(self.dataset, self.index_of(n), self.generator(n))
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -91,9 +92,6 @@ def build_dataset(config: TrainConfig):
     ``UserInputError`` that says where to get the data). Own videos (``kind="videos"``) get their flow estimated
     and cached here, before training (:class:`reconet_lib.video_pairs.VideoFolderPairs`).
     """
-    from .. import data
-    from ..pairs import PairAugment
-
     augment = PairAugment(size=config.resize, crop=config.crop, flip_probability=config.flip,
                           scale_range=config.scale_range)
     datasets = [(_source_dataset(i, source, augment, config.seed + i), source["weight"])
@@ -106,12 +104,8 @@ def build_dataset(config: TrainConfig):
 
 def _source_dataset(i: int, source: dict, augment, seed: int):
     """The dataset of ``TrainConfig.data[i]``."""
-    from .. import data
-
     kind, path, options = source["kind"], source["path"], dict(source["options"])
     if kind == "videos":
-        from ..video_pairs import VideoFolderPairs
-
         options.setdefault("progress", False)
         dataset_class = VideoFolderPairs
     else:

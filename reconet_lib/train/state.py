@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..checkpoint import model_checkpoint
+from ..network import ReCoNet
 from .config import TrainConfig
 from .log import LogWindow
 
@@ -74,8 +75,6 @@ class RunState:
     @classmethod
     def create(cls, config: TrainConfig, model_config, device: torch.device, use_scaler: bool) -> RunState:
         """A fresh run: the model initialised from ``config.seed`` (through torch's RNG, which the caller forks)."""
-        from ..network import ReCoNet
-
         torch.manual_seed(config.seed)
         model = ReCoNet(model_config).to(device)
         model.train()
