@@ -36,6 +36,7 @@ import time
 import numpy as np
 import torch
 
+from . import images
 from .errors import UserInputError
 from .estimate import estimate_flows_and_valid
 from .warp import inside_mask, luminance, warp
@@ -162,8 +163,7 @@ class StreamBlender:
         start = time.perf_counter()
         if inputs.shape != stylised.shape:
             raise UserInputError(f"inputs {inputs.shape} and stylised frames {stylised.shape} differ in shape")
-        ins = torch.from_numpy(np.require(inputs, np.uint8, ["C", "W"])).permute(0, 3, 1, 2).float() / 255.0
-        outs = torch.from_numpy(np.require(stylised, np.uint8, ["C", "W"])).permute(0, 3, 1, 2).float() / 255.0
+        ins, outs = images.to_float(inputs), images.to_float(stylised)
         result = []
         for k in range(ins.shape[0]):
             current, painted = ins[k : k + 1], outs[k : k + 1]
@@ -175,6 +175,6 @@ class StreamBlender:
                 out = blend_step(painted, self._previous_output, flow, valid, self.alpha)
             self._previous_input, self._previous_output = current, out
             result.append(out)
-        frames = (torch.cat(result).clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        frames = images.to_uint8(torch.cat(result))
         self.seconds += time.perf_counter() - start
         return frames

@@ -9,6 +9,9 @@ where the two meet:
   **rounded** (truncating would darken every pixel by half a level on average).
 - :func:`resize`: ``(..., C, H, W)`` float or uint8 tensors to an exact ``(h, w)``; :func:`resize_pixels` does the
   same for uint8 ``(H, W, C)`` numpy frames.
+- :func:`unit_array` and :func:`uint8_array`: the same two conversions for numpy code that keeps the ``(..., H, W, C)``
+  layout and its own float precision (the scene generator computes colours in float64): divide by 255; clip to
+  [0, 1], times 255, round.
 
 Resizing has one implementation, torch's ``F.interpolate(mode="bilinear", antialias=True, align_corners=False)``,
 chosen over OpenCV because (1) it runs on float and uint8 tensors, batched, on any device, so the frames of a video,
@@ -53,6 +56,23 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
         raise UserInputError(f"images.to_uint8 expects float images (..., C, H, W) in [0, 1]; got {kind}")
     pixels = images.detach().float().clamp(0, 1).mul_(255.0).round_().to(torch.uint8)
     return pixels.movedim(-3, -1).contiguous().cpu().numpy()
+
+
+def unit_array(pixels: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """uint8 pixels ``(..., H, W, C)`` -> numpy ``dtype`` values in [0, 1], same layout (divided by 255)."""
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8:
+        raise UserInputError(f"images.unit_array expects uint8 pixels; got {pixels.dtype} {pixels.shape}")
+    return pixels.astype(dtype) / 255.0
+
+
+def uint8_array(values: np.ndarray) -> np.ndarray:
+    """Float values ``(..., H, W, C)`` in [0, 1] (numpy) -> uint8, same layout: clipped to [0, 1], times 255,
+    rounded (half to even, as :func:`to_uint8`), in the values' own precision."""
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.floating):
+        raise UserInputError(f"images.uint8_array expects float values in [0, 1]; got {values.dtype} {values.shape}")
+    return np.round(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def resize(images: torch.Tensor, size) -> torch.Tensor:

@@ -33,6 +33,7 @@ import ipywidgets as widgets
 import torch
 from PIL import Image
 
+from . import images
 from .errors import UserInputError
 from .sizes import Size, check_size, resolve_size
 from .video import read_frames
@@ -46,7 +47,7 @@ def _resize(frame: np.ndarray, size: Size | None) -> np.ndarray:
     h, w = resolve_size(size, frame.shape[:2])
     if (h, w) == frame.shape[:2]:
         return frame
-    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+    return images.resize_pixels(frame, (h, w))
 
 
 class Camera:
@@ -319,14 +320,14 @@ class FrameRate:
 
 def stylise_frame(model: torch.nn.Module, frame: np.ndarray, device: torch.device) -> tuple[np.ndarray, float]:
     """One ``(H, W, 3)`` uint8 frame through ``model``; returns the uint8 output and the network's seconds."""
-    x = torch.from_numpy(np.require(frame, np.uint8, ["C", "W"])).to(device).permute(2, 0, 1)[None].float() / 255.0
+    x = images.to_float(torch.from_numpy(np.require(frame, np.uint8, ["C", "W"])).to(device))[None]
     _sync(device)
     start = time.perf_counter()
     with torch.inference_mode():
         y = model(x)
     _sync(device)
     seconds = time.perf_counter() - start
-    out = (y[0].float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    out = images.to_uint8(y[0])
     return out, seconds
 
 

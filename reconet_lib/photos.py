@@ -25,6 +25,7 @@ import numpy as np
 import skimage.data
 from PIL import Image, ImageFilter
 
+from . import images
 from .errors import UserInputError
 
 
@@ -95,7 +96,7 @@ def resized(name: str, scale: float) -> np.ndarray:
     image = Image.fromarray(original).resize(size, Image.Resampling.LANCZOS)
     # A light blur (sigma 0.5 px) keeps bilinear resampling between frames close to the scene's own colours.
     image = image.filter(ImageFilter.GaussianBlur(0.5))
-    return np.asarray(image, dtype=np.float64) / 255.0
+    return images.unit_array(np.asarray(image))
 
 
 def sample(pixels: np.ndarray, points: np.ndarray) -> np.ndarray:

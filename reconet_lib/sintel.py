@@ -176,7 +176,7 @@ def read_flow(root: str | os.PathLike, scene: str, k: int, step: int = 1) -> tor
 
 def mask_png(occluded: np.ndarray) -> np.ndarray:
     """``(H, W)`` bool, True = occluded -> uint8 image in Sintel's polarity (255 = white = occluded)."""
-    return np.asarray(occluded, dtype=bool).astype(np.uint8) * 255
+    return images.uint8_array(np.asarray(occluded, dtype=bool).astype(np.float32))
 
 
 def write_png(path: str | os.PathLike, array: np.ndarray) -> None:

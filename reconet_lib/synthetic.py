@@ -47,7 +47,7 @@ import torch
 
 from . import sintel
 from .config import data_dir, quick_mode
-from . import photos
+from . import images, photos
 from .errors import UserInputError
 from .files import atomic_write_text, partial_path, swap_in, sweep_stale
 from .flow import write_flo
@@ -221,7 +221,7 @@ class SyntheticSequence:
 
     def frames_tensor(self, device=None):
         """All frames as a ``(T, 3, H, W)`` float32 torch tensor in [0, 1]."""
-        return torch.from_numpy(self.frames).to(device).permute(0, 3, 1, 2).float().div(255.0)
+        return images.to_float(torch.from_numpy(self.frames).to(device))
 
     def pair(self, k: int, *, time_reversed: bool = False, device=None) -> dict:
         """Consecutive pair ``k`` as a pair sample (``docs/design.md``), tensors without batch dimension.
@@ -244,7 +244,7 @@ class SyntheticSequence:
             cur, prev, flow, occ = k + 1, k, self.flow_backward[k], self.occlusion_backward[k]
 
         def image(index: int):
-            return torch.from_numpy(self.frames[index]).to(device).permute(2, 0, 1).float().div(255.0)
+            return images.to_float(torch.from_numpy(self.frames[index]).to(device))
 
         return {
             "current": image(cur),
@@ -602,7 +602,7 @@ def make_sequence(config: SyntheticConfig | None = None) -> SyntheticSequence:
             mine = owner == index
             if mine.any():
                 colour[mine] = _texture_colour(layer.texture, _apply(layer.inverses[k], pixels[mine]))
-        frames[k] = np.round(np.clip(colour * gains[k], 0.0, 1.0) * 255.0).astype(np.uint8)
+        frames[k] = images.uint8_array(colour * gains[k])
         owners[k] = owner
 
     flow_fw = np.empty((t - 1, h * w, 2), dtype=np.float32)

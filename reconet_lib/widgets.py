@@ -33,6 +33,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from PIL import Image
 
+from . import images
 from .blend import blend_clip, check_alpha, sharpness_kept
 from .errors import UserInputError
 from .metrics import TemporalFlows, error_maps, load_frames, stability_error, warped_previous, warping_error
@@ -57,7 +58,7 @@ TEXT_PT = 9
 
 def to_uint8_image(image: torch.Tensor) -> np.ndarray:
     """``(3, H, W)`` float in [0, 1] -> ``(H, W, 3)`` uint8 (rounded, clipped)."""
-    return (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return images.to_uint8(image)
 
 
 def heat_map(error: np.ndarray, valid: np.ndarray, vmax: float) -> np.ndarray:
@@ -71,7 +72,7 @@ def heat_map(error: np.ndarray, valid: np.ndarray, vmax: float) -> np.ndarray:
         ``(H, W, 3)`` uint8 RGB.
     """
     scaled = np.clip(np.asarray(error, dtype=np.float64) / max(float(vmax), 1e-12), 0.0, 1.0)
-    rgb = (colormaps[HEAT_CMAP](scaled)[..., :3] * 255.0).round().astype(np.uint8)
+    rgb = images.uint8_array(colormaps[HEAT_CMAP](scaled)[..., :3])
     rgb[~np.asarray(valid, dtype=bool)] = INVALID_GREY
     return rgb
 
@@ -247,7 +248,7 @@ class TemporalExplorer:
             "input": to_uint8_image(self.inputs[t]),
             "output": to_uint8_image(self.outputs[name][t]),
             "warped_previous": to_uint8_image(self.warped[name][t - 1]),
-            "valid": np.repeat((valid * 255).astype(np.uint8)[..., None], 3, axis=2),
+            "valid": np.repeat(images.uint8_array(valid.astype(np.float32))[..., None], 3, axis=2),
             "error": heat_map(self.error_map(t, name), valid, self.vmax),
         }
 
@@ -294,10 +295,10 @@ class TemporalExplorer:
         grid = fig.add_gridspec(rows + 1, len(columns), height_ratios=[panel * h / w] * rows + [2.0])
         heat_axes = []
         for r, name in enumerate(self.names):
-            images = self.panel_images(t, name)
+            panels = self.panel_images(t, name)
             for c, key in enumerate(columns):
                 ax = fig.add_subplot(grid[r, c])
-                ax.imshow(images[key], interpolation="nearest")
+                ax.imshow(panels[key], interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if r == 0:
