@@ -172,3 +172,11 @@ def test_the_timed_training_step_is_the_library_train_step(gpu_check, tmp_path, 
     gpu_check.run_sections(ctx, ["training"])
     assert [r.status for r in ctx.report.rows] == ["measured", "measured"]
     assert set(calls) == {torch.bfloat16, torch.float16}  # both timed precisions ran the library's step
+
+
+def test_the_correctness_section_without_pytest_is_skipped_with_the_reason(gpu_check, tmp_path, monkeypatch):
+    real = gpu_check.importlib.util.find_spec
+    monkeypatch.setattr(gpu_check.importlib.util, "find_spec", lambda name, *a: None if name == "pytest" else real(name, *a))
+    ctx = quiet_context(gpu_check, tmp_path)
+    gpu_check.run_sections(ctx, ["correctness"])
+    assert [(r.status, "pytest" in r.note) for r in ctx.report.rows] == [("skipped", True)]
