@@ -245,6 +245,21 @@ def test_train_step_skips_the_update_of_a_non_finite_loss_and_clips_to_grad_clip
     assert all(p.grad is None for p in runner.model.parameters())
 
 
+def test_the_loop_takes_its_steps_with_the_public_train_step(monkeypatch, pairs_root, tmp_path):
+    from reconet_lib.train import loop
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        result = train_mod.train_step(*args, **kwargs)
+        seen.append(result.terms["total"])
+        return result
+
+    monkeypatch.setattr(loop, "train_step", spy)
+    result = train(tiny_config(pairs_root, tmp_path, steps=2, checkpoint_every=0), progress=False, verbose=False)
+    assert result.finished and seen == [r["total"] for r in read_log(tmp_path)]
+
+
 def test_training_stops_after_max_nonfinite_consecutive_steps(monkeypatch, pairs_root, tmp_path):
     _nan_on_calls(monkeypatch, "all")
     config = tiny_config(pairs_root, tmp_path, steps=20, max_nonfinite=4)
