@@ -78,6 +78,7 @@ from reconet_lib.files import atomic_write_text
 from reconet_lib.cost import count_flops
 from reconet_lib.inference import optimize_for_inference
 from reconet_lib.network import ReCoNet
+from reconet_lib.precision import synchronize
 from reconet_lib.train import PairLoss, train_step
 from reconet_lib.warp import inside_mask
 
@@ -340,17 +341,6 @@ def release_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 @contextlib.contextmanager

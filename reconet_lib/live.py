@@ -35,6 +35,7 @@ from PIL import Image
 
 from . import images
 from .errors import UserInputError
+from .precision import synchronize
 from .sizes import Size, check_size, resolve_size
 from .video import read_frames
 
@@ -283,11 +284,6 @@ def open_camera(kind: str = "auto", *, video=None, index: int = 0, size: Size | 
 # --------------------------------------------------------------------------------------------- stylising
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class FrameRate:
     """Frames per second over the last ``window`` frames, for the network alone and end to end."""
 
@@ -321,11 +317,11 @@ class FrameRate:
 def stylise_frame(model: torch.nn.Module, frame: np.ndarray, device: torch.device) -> tuple[np.ndarray, float]:
     """One ``(H, W, 3)`` uint8 frame through ``model``; returns the uint8 output and the network's seconds."""
     x = images.to_float(torch.from_numpy(np.require(frame, np.uint8, ["C", "W"])).to(device))[None]
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     with torch.inference_mode():
         y = model(x)
-    _sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     out = images.to_uint8(y[0])
     return out, seconds

@@ -32,6 +32,7 @@ can be off by a factor of ten.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -362,6 +363,22 @@ def precision_name(dtype: torch.dtype | None, scaler: bool = False) -> str:
     if dtype == torch.bfloat16:
         return "bf16"
     return "fp16 + gradient scaler" if scaler else "fp16"
+
+
+def autocast(device: str | torch.device, dtype: torch.dtype | None):
+    """The context a policy's choice runs under: ``torch.autocast`` on ``device`` in ``dtype`` (what
+    :func:`inference_autocast` or :func:`training_precision` returned), or none at all when ``dtype`` is None
+    (float32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait until ``device`` has finished its queued work (CUDA); nothing to wait for on the CPU. For timings."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def describe(device: str | torch.device) -> str:

@@ -47,7 +47,7 @@ from .frame_folders import is_output_name, write_timed_frames
 from .frames import DEFAULT_FPS, check_fps, constant_times
 from .inference import optimize_for_inference
 from .network import ReCoNet
-from .precision import inference_autocast, inference_streams, parse_device
+from .precision import autocast, inference_autocast, inference_streams, parse_device, synchronize
 from .sizes import Size, check_size, format_size, resolve_size, size_arg
 from .video import probe, read_timed_frames
 
@@ -108,25 +108,25 @@ class StylizeNetwork:
         model_device, model_dtype = _model_device_dtype(model)
         self.device = parse_device(device) if device is not None else model_device
         model = model.to(self.device).eval()
-        autocast = inference_autocast(self.device, half) if model_dtype == torch.float32 else None
+        dtype = inference_autocast(self.device, half) if model_dtype == torch.float32 else None
         self.input_dtype = model_dtype
         if self.device.type == "cpu" and isinstance(model, ReCoNet) and model_dtype == torch.float32:
             # The fastest CPU path we found, in the dtype the policy gives (float32 where bfloat16 is emulated).
-            model = optimize_for_inference(model, self.device, dtype=autocast or torch.float32)
-            autocast = None
-        self.model, self.autocast = model, autocast
+            model = optimize_for_inference(model, self.device, dtype=dtype or torch.float32)
+            dtype = None
+        self.model, self.autocast = model, dtype
         self.pin = self.device.type == "cuda"
 
     def __call__(self, batch: torch.Tensor) -> tuple[np.ndarray, float]:
         """Stylise a ``(B, H, W, 3)`` uint8 batch; returns the uint8 result and the seconds inside the model."""
         x = images.to_float(batch.to(self.device, non_blocking=self.pin), self.input_dtype)
-        _synchronize(self.device)
+        synchronize(self.device)
         tic = time.perf_counter()
         with torch.inference_mode():
             try:
-                with _autocast(self.device, self.autocast):
+                with autocast(self.device, self.autocast):
                     y = self.model(x)
-                _synchronize(self.device)
+                synchronize(self.device)
             except (torch.cuda.OutOfMemoryError, MemoryError):
                 raise UserInputError(
                     f"out of memory running the network on {len(batch)} frames of {batch.shape[2]}x{batch.shape[1]} "
@@ -144,17 +144,6 @@ def _model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dty
     for tensor in list(model.parameters()) + list(model.buffers()):
         return tensor.device, tensor.dtype
     return torch.device("cpu"), torch.float32
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def check_finite_weights(model: torch.nn.Module, what: str = "the model") -> None:

@@ -24,6 +24,7 @@ import torch
 
 from reconet_lib import losses
 from reconet_lib.inference import optimize_for_inference
+from reconet_lib.precision import autocast
 from reconet_lib.train import PairLoss, train_step
 from reconet_lib.warp import warp
 
@@ -79,7 +80,7 @@ def test_forward_on_the_device_matches_the_cpu(check, plan, device, inputs, key)
     x = check.sample_images(2, *plan.check_size, seed=1)
     with torch.no_grad():
         ref = model(x)
-        with check.autocast(device, PRECISIONS[key]):
+        with autocast(device, PRECISIONS[key]):
             out = copy.deepcopy(model).to(device)(x.to(device))
     assert_within(check, out.float(), ref, check.IMAGE_TOL[key])
 
@@ -126,7 +127,7 @@ def test_every_loss_term_on_the_device_matches_the_cpu(check, device, inputs, ke
         ref = loss_values(losses.pair_losses(model, vgg, batch, grams, weights))
         grams_d = {k: v.to(device) for k, v in grams.items()}
         batch_d = check.to_device(batch, device)
-        with check.autocast(device, PRECISIONS[key]):
+        with autocast(device, PRECISIONS[key]):
             out = loss_values(losses.pair_losses(copy.deepcopy(model).to(device), copy.deepcopy(vgg).to(device),
                                                  batch_d, grams_d, weights))
     assert_terms_within(check, out, ref, check.LOSS_TOL[key])
@@ -151,7 +152,7 @@ def one_step_losses(check, inputs, device, dtype, use_scaler: bool, max_tries: i
     else:
         raise AssertionError(f"the gradient scaler skipped {max_tries} steps in a row (overflow every time)")
     batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-    with torch.no_grad(), check.autocast(device, dtype):
+    with torch.no_grad(), autocast(device, dtype):
         after = float(runner(batch)["total"])
     return result.terms["total"], after, skipped
 

@@ -223,3 +223,13 @@ def test_the_os_cpu_flags_and_torch_cpuid_agree_on_bf16_hardware():
     from_cpuid = any(precision._private_torch_check("torch.cpu", name)
                      for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     assert precision._hardware_bf16() == from_cpuid
+
+
+def test_autocast_of_no_dtype_is_float32_and_of_a_dtype_is_torch_autocast():
+    with precision.autocast("cpu", None):
+        assert not torch.is_autocast_enabled("cpu")
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    with precision.autocast(torch.device("cpu"), torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    precision.synchronize("cpu")  # nothing to wait for on the CPU, and no error

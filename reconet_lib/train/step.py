@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +16,7 @@ import torch.nn as nn
 
 from .. import losses
 from ..losses import LossWeights
+from ..precision import autocast
 from .log import LOGGED
 
 
@@ -33,13 +33,6 @@ class PairLoss(nn.Module):
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return losses.pair_losses(self.model, self.vgg, batch, self.grams, self.weights)
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """``torch.autocast`` on ``device`` in ``dtype``; no autocast (float32) when ``dtype`` is None."""
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 @dataclass(frozen=True)
