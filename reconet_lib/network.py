@@ -296,7 +296,8 @@ class ReCoNet(nn.Module):
             revision: a Hub branch, tag or commit (default: the main branch).
             allow_download: override the offline switches (None: follow them).
         Returns:
-            An instance of ``cls`` in eval mode, with ``style_name``, ``style_sha256`` and ``card`` attributes.
+            An instance of ``cls`` in eval mode, in the stored parameters' dtype, with ``style_name``,
+            ``style_sha256`` and ``card`` attributes.
         Raises:
             UserInputError: not a pretrained folder, or a damaged one (one line naming the file and the fix).
             ResourceUnavailable: the repository's files could not be had (one line).
@@ -307,8 +308,11 @@ class ReCoNet(nn.Module):
         meta = pretrained.read_config(folder)
         card = pretrained.read_card(meta, folder)
         state = pretrained.read_weights(folder)
+        dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
         try:
             model = cls(ReCoNetConfig.from_dict(meta["model_config"]))
+            if len(dtypes) == 1:  # a model saved in half precision comes back in half precision
+                model.to(dtype=dtypes.pop())
             model.load_state_dict(state)
         except (UserInputError, TypeError, KeyError, RuntimeError) as exc:
             raise UserInputError(f"{folder}: the stored weights do not match its config "

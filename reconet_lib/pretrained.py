@@ -14,7 +14,13 @@ share and knows no model class: :func:`save` writes a folder atomically (each fi
 weights read back and compared before the rename), :func:`locate` finds one (a local folder, or a Hub
 repository through :mod:`reconet_lib.hub`'s resource policy: mirror, HF cache, download unless offline),
 :func:`read_config` / :func:`read_weights` read it with one-line errors, :func:`push` uploads it. The round trip
-is exact: every tensor and the config come back equal, so outputs are bit-identical.
+is exact: every tensor (values and dtype) and the config come back equal, so outputs are bit-identical.
+
+Why not ``huggingface_hub.PyTorchModelHubMixin`` itself: its loading follows only the Hub's own switches, not the
+library's resource policy (``RECONET_OFFLINE``, ``RECONET_MIRROR``); its ``config.json`` holds the constructor's
+arguments, while this one also carries a format tag and version (checked, one-line errors), the style and the card;
+and as a base class it would make ``network.py`` import ``huggingface_hub`` and wrap ``ReCoNet``'s construction.
+The files have the mixin's names, so the Hub and its tools see the usual layout.
 """
 from __future__ import annotations
 

@@ -111,6 +111,8 @@ def test_every_tensor_comes_back_equal_for_each_preset_and_on_the_device_asked_f
         assert all(torch.equal(loaded.state_dict()[k], v) and loaded.state_dict()[k].dtype == v.dtype
                    for k, v in net.state_dict().items())
         assert all(p.device.type == "cpu" for p in loaded.parameters())
+    half = ReCoNet.from_pretrained(ReCoNet.from_preset("tiny").half().save_pretrained(tmp_path / "half"))
+    assert {p.dtype for p in half.parameters()} == {torch.float16}
 
 
 def _put_in_hf_cache(cache: Path, repo_id: str, folder: Path, commit: str = "0" * 39 + "1") -> None:
