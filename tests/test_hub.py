@@ -250,3 +250,18 @@ def test_push_to_hub_refuses_when_offline_or_with_a_bad_repository_id(model, mon
     with pytest.raises(UserInputError, match="network access is off"):
         model.push_to_hub("someone/reconet-mosaic", api=api)
     assert api.calls == []
+
+
+def test_the_hub_cache_follows_hf_hub_cache_then_hf_home(tmp_path, monkeypatch):
+    assert hub.hf_cache_dir() == tmp_path / "hf_home" / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
+    assert hub.hf_cache_dir() == tmp_path / "elsewhere"
+
+
+def test_importing_the_model_loads_neither_the_hub_code_nor_huggingface_hub():
+    code = ("import sys, reconet_lib.network; "
+            "print(sorted(m for m in ('huggingface_hub', 'safetensors', 'reconet_lib.hub', 'reconet_lib.pretrained') "
+            "if m in sys.modules))")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
