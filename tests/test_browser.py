@@ -167,6 +167,19 @@ def _panel_sources(explorer) -> list[str]:
     return [img.get_attribute("src") for img in explorer.find_elements(By.CSS_SELECTOR, "img")]
 
 
+def _wait_for_panels(browser, explorer, before: list[str], changed: tuple[int, ...], message: str) -> list[str]:
+    """The panel sources once every panel in ``changed`` differs from ``before`` (up to 30 s; else fail with ``message``)."""
+    def ready(_):
+        now = _panel_sources(explorer)
+        return now if all(now[i] != before[i] for i in changed) else None
+
+    try:
+        return WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,)).until(ready)
+    except TimeoutException:
+        now = _panel_sources(explorer)
+        pytest.fail(f"{message}: panels {[i for i in changed if now[i] == before[i]]} did not change within 30 s")
+
+
 _OVERFLOW_JS = """
 // The widget's containers (its own boxes and the output area around it); not the inside of the slider,
 // whose handle is positioned outside its track on purpose.
@@ -209,18 +222,17 @@ def test_explorer_in_jupyterlab_follows_the_slider_the_version_and_the_consisten
     handle = explorer.find_element(By.CSS_SELECTOR, ".widget-slider .noUi-handle")
     handle.click()
     handle.send_keys(Keys.ARROW_RIGHT)
-    moved = WebDriverWait(browser, 30).until(
-        lambda d: (lambda now: now if now[0] != start[0] and now[1] != start[1] else None)(_panel_sources(explorer)))
-    assert all(a != b for a, b in zip(start[:5], moved[:5])), "every panel shows the new frame"
+    # The widget sends its images one by one, so each check waits for every panel it names to change (a panel that
+    # never changes ends the wait with its message).
+    moved = _wait_for_panels(browser, explorer, start, changed=(0, 1, 2, 3, 4), message="every panel shows the new frame")
 
     # The version buttons: choose the one that is not selected.
     buttons = explorer.find_elements(By.CSS_SELECTOR, ".widget-toggle-buttons button")
     assert len(buttons) == 2
     next(b for b in buttons if "mod-active" not in b.get_attribute("class")).click()
-    toggled = WebDriverWait(browser, 30).until(
-        lambda d: (lambda now: now if now[1] != moved[1] else None)(_panel_sources(explorer)))
+    toggled = _wait_for_panels(browser, explorer, moved, changed=(1, 4),
+                               message="output and error panels show the other version")
     assert toggled[0] == moved[0], "the input panel does not depend on the version"
-    assert toggled[1] != moved[1] and toggled[4] != moved[4], "output and error panels show the other version"
 
     # The consistency slider: three presses of the right arrow key (0.05 each) blend every version with its
     # previous output warped into the frame; output, warped-previous and error panels, the plot and the table
@@ -234,10 +246,9 @@ def test_explorer_in_jupyterlab_follows_the_slider_the_version_and_the_consisten
     # the widget redraws its table as it updates: an element read mid-redraw is stale, so look again
     WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
         lambda d: "α = 0.15" in d.find_element(By.CSS_SELECTOR, ".reconet-consistency-table").text)
-    blended = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
-        lambda d: (lambda now: now if now[1] != toggled[1] and now[4] != toggled[4] else None)(_panel_sources(explorer)))
+    blended = _wait_for_panels(browser, explorer, toggled, changed=(1, 2, 4, 5),
+                               message="output, warped previous output, error panel and error plot follow alpha")
     assert blended[0] == toggled[0] and blended[3] == toggled[3], "input and valid mask do not depend on alpha"
-    assert blended[2] != toggled[2] and blended[5] != toggled[5], "warped previous output and error plot follow alpha"
     rows = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
         lambda d: [row.text for row in explorer.find_elements(By.CSS_SELECTOR, ".reconet-consistency-table tr")])
     assert len(rows) == 3 and all("%" in row for row in rows[1:]), rows
