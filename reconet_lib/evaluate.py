@@ -26,7 +26,8 @@ from .video import probe
 
 #: The table's note when ``E_warp`` follows Lai et al.'s released rule.
 LAI_NOTE = ("E_warp by Lai et al.'s released rule: mask from the forward-backward check without a frame test, "
-            "pixels whose flow leaves the frame compared with the nearest border pixel (higher on a moving camera)")
+            "pixels whose flow leaves the frame compared with the nearest border pixel (they raise it on a moving "
+            "camera; against exact occlusion masks, the check's motion-boundary band lowers it)")
 
 
 @dataclass
@@ -228,8 +229,9 @@ def add_evaluate_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--lai", action="store_true",
         help="E_warp by Lai et al.'s released rule (their evaluate_WarpError.py): mask from the forward-backward "
-             "check alone, pixels whose flow leaves the frame kept (compared with the nearest border pixel); "
-             "usually higher on a moving camera. Needs flows in both directions (dis, raft). e_stab is unchanged",
+             "check alone, pixels whose flow leaves the frame kept (compared with the nearest border pixel; they "
+             "raise it on a moving camera; against exact occlusion masks the check's motion-boundary band lowers "
+             "it). Needs flows in both directions (dis, raft). e_stab is unchanged",
     )
     parser.add_argument(
         "--resize", action="store_true",
