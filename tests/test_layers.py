@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("cpu_threads", "errors", "sizes", "files", "precision", "memory", "config", "images")),
     ("downloads", ("registry", "archive", "download", "resources", "hub")),
     ("flow and data", ("flow", "warp", "sintel", "photos", "synthetic", "pairs", "data", "estimate")),
-    ("video I/O", ("frames", "codec", "frame_folders", "video", "video_html", "video_pairs")),
+    ("video I/O", ("frames", "codec", "frame_folders", "video", "video_html", "display", "video_pairs")),
     ("model and losses", ("styles", "winograd", "pretrained", "network", "cost", "inference", "checkpoint",
                           "texture_net", "losses", "optimisation")),
     ("training", ("train.config", "train.log", "train.state", "train.processes", "train.sampling", "train.loop",
