@@ -24,6 +24,11 @@ from .video import probe
 
 # ------------------------------------------------------------------------------- comparing versions
 
+#: The table's note when ``E_warp`` follows Lai et al.'s released rule.
+LAI_NOTE = ("E_warp by Lai et al.'s released rule: mask from the forward-backward check without a frame test, "
+            "pixels whose flow leaves the frame compared with the nearest border pixel (they raise it on a moving "
+            "camera; against exact occlusion masks, the check's motion-boundary band lowers it)")
+
 
 @dataclass
 class EvaluationTable:
@@ -98,6 +103,7 @@ def evaluate_versions(
     method: str = "dis",
     size: int | tuple[int, int] | None = None,
     resize: bool = False,
+    lai: bool = False,
 ) -> EvaluationTable:
     """``e_stab`` and ``E_warp`` of the input clip and of each stylised version, on the same flows.
 
@@ -112,6 +118,9 @@ def evaluate_versions(
         size: resize every clip (and the flows) first: the longer side or ``(H, W)`` (see
             :mod:`reconet_lib.sizes`); default: the input's size.
         resize: stretch versions whose aspect ratio differs from the input's to the input's size.
+        lai: ``E_warp`` by Lai et al.'s released rule (see :func:`reconet_lib.metrics.temporal_errors`):
+            their forward-backward mask without a frame test, pixels whose flow leaves the frame kept. Needs
+            flows in both directions (estimated ones have both; real Sintel ground truth has one).
     Returns:
         :class:`EvaluationTable`.
     Raises:
@@ -142,7 +151,9 @@ def evaluate_versions(
                 f"version {name!r} has {clips[name].shape[0]} frames but the input has {frames.shape[0]}; "
                 "compare clips made from the same frames"
             )
-    errors = {name: temporal_errors(clip, flows) for name, clip in clips.items()}
+    errors = {name: temporal_errors(clip, flows, lai=lai) for name, clip in clips.items()}
+    if lai:
+        notes.append(LAI_NOTE)
     return EvaluationTable(list(clips), errors, flows.source, notes=notes)
 
 
@@ -194,7 +205,7 @@ def _check_some_valid(flows: TemporalFlows) -> None:
 
 
 def add_evaluate_command(subparsers) -> argparse.ArgumentParser:
-    """Register ``evaluate INPUT_CLIP VERSION... [--names ...] [--flow ...] [--size N|WxH]``."""
+    """Register ``evaluate INPUT_CLIP VERSION... [--names ...] [--flow ...] [--size N|WxH] [--lai]``."""
     parser = subparsers.add_parser(
         "evaluate",
         help="temporal errors (e_stab, E_warp) of stylised clips beside the input's own",
@@ -214,6 +225,13 @@ def add_evaluate_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--size", type=size_arg, default=None,
         help="resize every clip first: longer side N (aspect kept), or WxH exactly (e.g. 640x360)",
+    )
+    parser.add_argument(
+        "--lai", action="store_true",
+        help="E_warp by Lai et al.'s released rule (their evaluate_WarpError.py): mask from the forward-backward "
+             "check alone, pixels whose flow leaves the frame kept (compared with the nearest border pixel; they "
+             "raise it on a moving camera; against exact occlusion masks the check's motion-boundary band lowers "
+             "it). Needs flows in both directions (dis, raft). e_stab is unchanged",
     )
     parser.add_argument(
         "--resize", action="store_true",
@@ -242,7 +260,8 @@ def run_evaluate(args) -> int:
     elif args.flow not in ("dis", "raft", "raft_small", "raft_large"):
         raise UserInputError(f"--flow must be gt:<sintel_root>/<scene>, dis or raft; got {args.flow!r}")
     table = evaluate_versions(
-        args.input, dict(zip(names, args.versions)), flows=flows, method=method, size=args.size, resize=args.resize
+        args.input, dict(zip(names, args.versions)), flows=flows, method=method, size=args.size, resize=args.resize,
+        lai=args.lai,
     )
     print(table.to_text())
     return 0

@@ -154,11 +154,13 @@ class OpenCVCamera(Camera):
         self._capture.release()
 
 
-#: The browser side of :class:`BrowserCamera`: a preview with one button per network and a stop button, and a
-#: function that returns the current frame as a JPEG data URL with the buttons' state.
+#: The browser side of :class:`BrowserCamera`: a preview with one button per network and a stop button
+#: (``reconetCameraStart`` answers ``"ok"``, or ``"refused: <error>"`` when the browser gives no camera), and a
+#: function that returns the current frame as a JPEG data URL with the buttons' state (``{"missing": true}`` in
+#: a page where no camera was started). Checked in headless Chromium with its fake camera (tests/test_browser.py).
 BROWSER_JS = r"""
 window.reconetCameraStart = async function (names, width) {
-  if (window.reconetCamera) return true;
+  if (window.reconetCamera) return 'ok';
   const box = document.createElement('div');
   const video = document.createElement('video');
   video.playsInline = true; video.muted = true; video.style.width = width + 'px';
@@ -172,15 +174,22 @@ window.reconetCameraStart = async function (names, width) {
   stop.textContent = 'stop'; stop.onclick = () => { state.stop = true; };
   box.appendChild(stop); box.appendChild(document.createElement('br')); box.appendChild(video);
   document.body.appendChild(box);
-  state.stream = await navigator.mediaDevices.getUserMedia({video: true});
+  try {  // no camera, access refused, or a page that is not a secure context (no navigator.mediaDevices)
+    state.stream = await navigator.mediaDevices.getUserMedia({video: true});
+  } catch (error) {
+    box.remove();
+    return 'refused: ' + (error && error.name ? error.name + ': ' + error.message : String(error));
+  }
   video.srcObject = state.stream;
   await video.play();
   if (window.google && google.colab && google.colab.output) google.colab.output.setIframeHeight(document.documentElement.scrollHeight, true);
   window.reconetCamera = state;
-  return true;
+  return 'ok';
 };
 window.reconetCameraGrab = function (width, quality) {
-  const state = window.reconetCamera, video = state.video;
+  const state = window.reconetCamera;
+  if (!state) return JSON.stringify({missing: true});
+  const video = state.video;
   const height = Math.round(video.videoHeight * width / video.videoWidth);
   const canvas = document.createElement('canvas');
   canvas.width = width; canvas.height = height;
@@ -212,7 +221,9 @@ class BrowserCamera(Camera):
 
     Each :meth:`read` asks the page for one frame (a JPEG data URL), so the frame rate includes the trip from the
     browser to the Colab machine. The page shows the camera with one button per network name (their choice is in
-    :attr:`choice`) and a stop button (:attr:`stopped`).
+    :attr:`choice`) and a stop button (:attr:`stopped`). Colab runs each cell's JavaScript in that cell's output
+    page, so a :meth:`read` in another cell than the one that opened the camera finds no camera there and opens it
+    again in its own output (the grab asks first, it never fails on a page without the camera).
 
     Args:
         names: the network names for the page's buttons.
@@ -234,12 +245,29 @@ class BrowserCamera(Camera):
         self._eval_js, self.width, self.quality = eval_js, int(width), float(quality)
         self.names = list(names)
         self.choice = self.names[-1]
-        self._eval_js(BROWSER_JS + f"\nwindow.reconetCameraStart({json.dumps(self.names)}, {self.width});")
+        self._start()
+
+    def _start(self) -> None:
+        """Show the preview and buttons in the current page and open the camera there."""
+        reply = self._eval_js(BROWSER_JS + f"\nwindow.reconetCameraStart({json.dumps(self.names)}, {self.width});")
+        if reply != "ok":
+            why = str(reply).removeprefix("refused: ")[:160]
+            raise UserInputError(f"the browser gave no camera ({why}); allow camera access for this page and rerun, "
+                                 "or play a video file as the camera: open_camera('file', video=PATH)")
+
+    def _grab(self) -> dict:
+        # Self-contained: in a page where BROWSER_JS never ran, it answers "missing" instead of failing.
+        script = (f"window.reconetCameraGrab ? window.reconetCameraGrab({self.width}, {self.quality}) "
+                  ": JSON.stringify({missing: true})")
+        return json.loads(self._eval_js(script))
 
     def read(self) -> np.ndarray | None:
         if self.stopped:
             return None
-        reply = json.loads(self._eval_js(f"window.reconetCameraGrab({self.width}, {self.quality})"))
+        reply = self._grab()
+        if reply.get("missing"):  # Colab gives each cell's output its own page: open the camera in this one
+            self._start()
+            reply = self._grab()
         self.choice, self.stopped = reply.get("choice", self.choice), bool(reply.get("stop"))
         return None if self.stopped else decode_data_url(reply.get("image"))
 

@@ -10,7 +10,8 @@ pixel and colour channel (the mask counts once per channel, as in Lai et al.'s r
 - ``E_warp`` (Lai et al. 2018): for each pair, ``O_{t-1}`` against ``warp(O_t, flow_{t-1 to t})`` over
   the valid pixels of frame t-1; averaged over the pairs of a video, then over videos. Pixels whose flow
   leaves the frame are excluded; ``warping_error(..., out_of_frame="keep")`` with :func:`lai_valid_mask`
-  follows Lai et al.'s released code, which keeps them (keeping them raises the number on a moving camera).
+  follows Lai et al.'s released code, which keeps them (keeping them raises the number on a moving camera);
+  ``temporal_errors(..., lai=True)`` and ``reconet evaluate --lai`` apply that rule.
 
 The flows must describe the *scene*, so they come from ground truth (a Sintel-layout folder or the
 synthetic generator) or are estimated on the **input** frames, never on the stylised output (a flow fitted
@@ -437,7 +438,7 @@ def _read_sintel_direction(root: Path, scene: str, step: int) -> tuple[torch.Ten
 # --------------------------------------------------------------------------------- both metrics
 
 
-def temporal_errors(frames: torch.Tensor, flows: TemporalFlows) -> dict[str, TemporalError]:
+def temporal_errors(frames: torch.Tensor, flows: TemporalFlows, *, lai: bool = False) -> dict[str, TemporalError]:
     """``e_stab`` and ``E_warp`` of one video, from whichever flow directions ``flows`` holds.
 
     With a single direction the other metric is computed on the time-reversed video (marked
@@ -445,8 +446,14 @@ def temporal_errors(frames: torch.Tensor, flows: TemporalFlows) -> dict[str, Tem
 
     Args:
         frames: ``(T, 3, H, W)`` in [0, 1], on the grid of the flows.
+        lai: compute ``E_warp`` by Lai et al.'s released rule: the valid mask of frame t-1 is
+            :func:`lai_valid_mask` of the two flows (``valid_forward`` is not used) and pixels whose flow
+            leaves the frame count (``warping_error(..., out_of_frame="keep")``). Needs both flow
+            directions; ``e_stab`` is unchanged.
     Returns:
         ``{"e_stab": TemporalError, "E_warp": TemporalError}``.
+    Raises:
+        UserInputError: ``lai`` with flows of one direction only (e.g. real Sintel ground truth).
     """
     if not isinstance(frames, torch.Tensor) or frames.dim() != 4:
         raise UserInputError("temporal_errors needs frames (T, 3, H, W) in [0, 1]")
@@ -460,7 +467,15 @@ def temporal_errors(frames: torch.Tensor, flows: TemporalFlows) -> dict[str, Tem
     else:
         rev = stability_error(frames.flip(0), flows.forward.flip(0), flows.valid_forward.flip(0))
         stab = replace(rev, per_pair=rev.per_pair.flip(0), valid_fraction=rev.valid_fraction.flip(0), time_reversed=True)
-    if flows.forward is not None:
+    if lai:
+        if flows.forward is None or flows.backward is None:
+            raise UserInputError(
+                f"Lai et al.'s E_warp rule needs flows in both directions (its mask is a forward-backward check); "
+                f"the flows ({flows.source}) have one; estimate them on the input (--flow dis or raft) instead"
+            )
+        valid = lai_valid_mask(flows.forward, flows.backward)
+        warp_err = warping_error(frames, flows.forward, valid, out_of_frame="keep")
+    elif flows.forward is not None:
         warp_err = warping_error(frames, flows.forward, flows.valid_forward)
     else:
         rev = warping_error(frames.flip(0), flows.backward.flip(0), flows.valid_backward.flip(0))

@@ -50,14 +50,16 @@ channels-last, faster forms of the upsampling and last layers); :mod:`reconet_li
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import from_dict
-from .errors import UserInputError
+from .errors import UserInputError, first_line
 
 #: The network works on images whose sides are multiples of this (two stride-2 convolutions).
 SIZE_MULTIPLE = 4
@@ -229,6 +231,9 @@ class ReCoNet(nn.Module):
     the result is the raw output ``0.5 + 0.5 * s * tanh(z)`` in ``[0.5 - s/2, 0.5 + s/2]`` (what the losses
     need); in eval mode it is clamped to [0, 1]. The output head runs in float32 (also under autocast) and the
     result has the dtype of the model's parameters (float32 under autocast, float16 after ``model.half()``).
+
+    Sharing: :meth:`save_pretrained`, :meth:`from_pretrained` and :meth:`push_to_hub` (the Hugging Face Hub's
+    conventions; the folder format is :mod:`reconet_lib.pretrained`).
     """
 
     def __init__(self, config: ReCoNetConfig | None = None) -> None:
@@ -254,6 +259,84 @@ class ReCoNet(nn.Module):
     def from_preset(cls, name: str) -> "ReCoNet":
         """``ReCoNet(ReCoNetConfig.preset(name))``; names: ``paper``, ``demo``, ``tiny``."""
         return cls(ReCoNetConfig.preset(name))
+
+    # Sharing, in the Hugging Face Hub's conventions. The format is reconet_lib.pretrained and the Hub access
+    # reconet_lib.hub, both below this module; they are imported here, not at the top, so that the model alone
+    # does not load the download machinery.
+
+    def save_pretrained(self, folder: str | os.PathLike, *, card=None) -> Path:
+        """Write this network as a pretrained folder: ``config.json``, ``model.safetensors``, ``README.md``.
+
+        Each file is replaced atomically; the weights are read back and compared first. ``from_pretrained``
+        gives back the same config and bit-identical tensors.
+
+        Args:
+            folder: the folder (created if missing).
+            card: a :class:`reconet_lib.pretrained.ModelCard` (style, recipe, steps, measured ``e_stab`` /
+                ``E_warp``); default: this model's ``card`` attribute (set by ``from_pretrained``), else one
+                naming only ``style_name``.
+        Returns:
+            The folder.
+        """
+        from . import pretrained
+
+        return pretrained.save(self, folder, card=card)
+
+    @classmethod
+    def from_pretrained(cls, name_or_folder: str | os.PathLike, *, device: str | torch.device | None = None,
+                        revision: str | None = None, allow_download: bool | None = None) -> "ReCoNet":
+        """Load a network from a pretrained folder or a Hugging Face repository ``owner/name``, in eval mode.
+
+        A repository's files come from ``$RECONET_MIRROR/owner/name``, the Hugging Face cache, or a download
+        that ``RECONET_OFFLINE=1`` / ``HF_HUB_OFFLINE=1`` switch off (:mod:`reconet_lib.hub`).
+
+        Args:
+            name_or_folder: a folder written by :meth:`save_pretrained`, or a repository id.
+            device: where to put the model (default CPU).
+            revision: a Hub branch, tag or commit (default: the main branch).
+            allow_download: override the offline switches (None: follow them).
+        Returns:
+            An instance of ``cls`` in eval mode, in the stored parameters' dtype, with ``style_name``,
+            ``style_sha256`` and ``card`` attributes.
+        Raises:
+            UserInputError: not a pretrained folder, or a damaged one (one line naming the file and the fix).
+            ResourceUnavailable: the repository's files could not be had (one line).
+        """
+        from . import pretrained
+
+        folder = pretrained.locate(name_or_folder, revision=revision, allow_download=allow_download)
+        meta = pretrained.read_config(folder)
+        card = pretrained.read_card(meta, folder)
+        state = pretrained.read_weights(folder)
+        dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
+        try:
+            model = cls(ReCoNetConfig.from_dict(meta["model_config"]))
+            if len(dtypes) == 1:  # a model saved in half precision comes back in half precision
+                model.to(dtype=dtypes.pop())
+            model.load_state_dict(state)
+        except (UserInputError, TypeError, KeyError, RuntimeError) as exc:
+            raise UserInputError(f"{folder}: the stored weights do not match its config "
+                                 f"({first_line(exc, 160)}); save the model again with save_pretrained") from None
+        model.style_name, model.style_sha256 = meta.get("style_name"), meta.get("style_sha256")
+        model.card = card
+        return model.to(device=device or "cpu").eval()
+
+    def push_to_hub(self, repo_id: str, *, card=None, private: bool = False, token: str | None = None,
+                    commit_message: str = "Upload ReCoNet", api=None) -> str:
+        """Upload this network to the Hugging Face repository ``repo_id`` as a pretrained folder.
+
+        Needs network access and a write token (``huggingface-cli login`` or ``token=``); the repository is
+        created if missing. ``card`` as in :meth:`save_pretrained`; ``api``: a ``huggingface_hub.HfApi``.
+
+        Returns:
+            The URL of the commit.
+        Raises:
+            UserInputError: ``repo_id`` is not ``owner/name``, network access is off, or the Hub refused (one line).
+        """
+        from . import pretrained
+
+        return pretrained.push(self, repo_id, card=card, private=private, token=token,
+                               commit_message=commit_message, api=api)
 
     @staticmethod
     def _check_image(x: torch.Tensor) -> None:

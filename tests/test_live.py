@@ -81,7 +81,7 @@ class _FakePage:
 
     def __call__(self, script):
         self.scripts.append(script)
-        return self.replies.pop(0) if "reconetCameraGrab(" in script and "window.reconetCameraGrab =" not in script else True
+        return self.replies.pop(0) if "reconetCameraGrab(" in script and "window.reconetCameraGrab =" not in script else "ok"
 
 
 def test_browser_camera_decodes_the_pages_frames_and_follows_its_buttons():
@@ -95,6 +95,29 @@ def test_browser_camera_decodes_the_pages_frames_and_follows_its_buttons():
     assert camera.read() is None
     camera.close()
     assert "reconetCameraClose" in page.scripts[-1]
+
+
+def test_browser_camera_opens_the_camera_again_in_a_page_that_has_none():
+    # Colab runs each cell's JavaScript in that cell's own output page: a read in a later cell finds no camera.
+    frame = smooth_clip(frames=1)[0]
+    page = _FakePage([frame, frame], ["reconet", "reconet"], [False, False])
+    page.replies.insert(0, json.dumps({"missing": True}))
+    camera = live.BrowserCamera(["reconet"], width=64, eval_js=page)
+    assert np.array_equal(camera.read(), frame)
+    starts = [s for s in page.scripts if "window.reconetCameraStart(" in s and "getUserMedia" in s]
+    assert len(starts) == 2  # once at creation, once in the page that had none
+
+
+def test_a_camera_the_browser_refuses_is_one_line_saying_how_to_allow_it_or_use_a_file():
+    def refusing(script):
+        return "refused: NotAllowedError: Permission denied" if "reconetCameraStart(" in script else "ok"
+
+    with pytest.raises(UserInputError) as info:
+        live.BrowserCamera(["reconet"], eval_js=refusing)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1
+    for needle in ("NotAllowedError: Permission denied", "allow camera access", "open_camera('file', video=PATH)"):
+        assert needle in message
 
 
 def test_browser_camera_outside_colab_and_a_refused_camera_are_user_errors():

@@ -372,3 +372,62 @@ def test_evaluate_command_rejects_bad_options(sequence, tmp_path, capsys):
     assert "--names" in capsys.readouterr().err
     assert cli.main(["evaluate", clip, clip, "--flow", f"gt:{tmp_path / 'other'}"]) == 2
     assert "flow" in capsys.readouterr().err
+
+
+def _panning_scene(root, h=4, w=6, backward=True):
+    """A two-frame Sintel-layout scene whose camera pans one pixel: frame 2 = frame 1 moved right by 1."""
+    from reconet_lib import sintel
+    from reconet_lib.flow import write_flo
+
+    rng = np.random.default_rng(5)
+    first = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    second = np.concatenate([rng.integers(0, 256, (h, 1, 3), dtype=np.uint8), first[:, :-1]], axis=1)
+    folders = {"clean": None, sintel.flow_folder(1): None, sintel.occlusion_folder(1): None}
+    if backward:
+        folders.update({sintel.flow_folder(-1): None, sintel.occlusion_folder(-1): None})
+    for folder in folders:
+        (root / folder / "scene").mkdir(parents=True)
+    sintel.write_png(sintel.image_path(root, "clean", "scene", 1), first)
+    sintel.write_png(sintel.image_path(root, "clean", "scene", 2), second)
+    shift = np.zeros((h, w, 2), np.float32)
+    shift[..., 0] = 1.0
+    write_flo(sintel.flow_path(root, "scene", 1, 1), shift)
+    sintel.write_png(sintel.occlusion_path(root, "scene", 1, 1), sintel.mask_png(np.zeros((h, w), bool)))
+    if backward:
+        write_flo(sintel.flow_path(root, "scene", 2, -1), -shift)
+        sintel.write_png(sintel.occlusion_path(root, "scene", 2, -1), sintel.mask_png(np.zeros((h, w), bool)))
+    return first.astype(np.float64) / 255, second.astype(np.float64) / 255
+
+
+def _table_value(out: str, metric: str) -> float:
+    """The input column's value of ``metric`` in an evaluate table."""
+    row = next(line for line in out.splitlines() if line.startswith(metric))
+    return float(row.split()[-2])
+
+
+def test_evaluate_lai_flag_matches_a_hand_computation_on_a_panning_clip(tmp_path, capsys):
+    first, second = _panning_scene(tmp_path)
+    clip = str(tmp_path / "clean" / "scene")
+    gt = f"gt:{tmp_path / 'scene'}"
+    assert cli.main(["evaluate", clip, clip, "--names", "copy", "--flow", gt]) == 0
+    out = capsys.readouterr().out
+    # The library's rule drops frame 1's last column (its flow leaves the frame): what is left matches exactly.
+    assert _table_value(out, "E_warp") == 0.0 and "Lai" not in out
+    assert cli.main(["evaluate", clip, clip, "--names", "copy", "--flow", gt, "--lai"]) == 0
+    out = capsys.readouterr().out
+    # Lai et al.'s rule keeps every pixel (the flow is consistent) and compares the last column of frame 1
+    # with the border pixel of frame 2 (its last column, which shows frame 1's second-to-last column).
+    h, w, _ = first.shape
+    by_hand = ((first[:, -1] - second[:, -1]) ** 2).sum() / (h * w * 3)
+    assert by_hand > 0.001
+    assert _table_value(out, "E_warp") == pytest.approx(by_hand, abs=2e-6)
+    assert _table_value(out, "e_stab") == 0.0
+    assert "Lai et al.'s released rule" in out
+
+
+def test_evaluate_lai_flag_without_backward_flows_is_a_one_line_error(tmp_path, capsys):
+    _panning_scene(tmp_path, backward=False)
+    clip = str(tmp_path / "clean" / "scene")
+    assert cli.main(["evaluate", clip, clip, "--flow", f"gt:{tmp_path / 'scene'}", "--lai"]) == 2
+    err = capsys.readouterr().err
+    assert "both directions" in err and len(err.strip().splitlines()) == 1

@@ -7,10 +7,10 @@ The GPU recipe, as one command (MPI Sintel is downloaded and verified once, abou
 
 For each style it trains (resuming an interrupted run), measures ``e_stab`` and ``E_warp`` of the trained network
 on a generated clip with exact flow (``reconet_lib.synthetic``, the same clip for every style), writes
-``<out>/<style>/`` with ``reconet_lib.hub.save_pretrained`` (config.json, model.safetensors, README.md card with
+``<out>/<style>/`` with ``ReCoNet.save_pretrained`` (config.json, model.safetensors, README.md card with
 style, recipe, steps and the measured errors) and, with ``--push-to OWNER``, uploads it to
 ``OWNER/reconet-<style>``. Without ``--push-to`` nothing leaves the machine; push a folder later with
-``reconet_lib.hub.push_to_hub(reconet_lib.hub.from_pretrained(folder), "OWNER/reconet-<style>")``.
+``ReCoNet.from_pretrained(folder).push_to_hub("OWNER/reconet-<style>")`` (the card travels with the model).
 
 A small run on a CPU (what ``tests/test_publish.py`` does; offline, procedural style, random VGG weights):
 
@@ -32,7 +32,8 @@ FIVE_STYLES = ("autoportrait", "candy", "composition", "edtaonisl", "udnie")
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for the runs and the pretrained folders")
-    parser.add_argument("--styles", nargs="+", default=list(FIVE_STYLES), help="catalog style names (default: the five)")
+    parser.add_argument("--styles", nargs="+", default=list(FIVE_STYLES),
+                        help="catalog style names (default: the five)")
     parser.add_argument("--push-to", default=None, metavar="OWNER",
                         help="Hugging Face user or organisation: upload each style to OWNER/reconet-<style>")
     parser.add_argument("--data", choices=("sintel", "synthetic"), default="sintel",
@@ -44,17 +45,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--vgg", choices=("imagenet", "random"), default="imagenet",
                         help="loss network weights (random: offline tests only)")
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    parser.add_argument("--dry-run", action="store_true", help="check the styles and the push target and print "
+                        "the plan; download, train and write nothing")
     return parser.parse_args(argv)
 
 
-def training_config(args: argparse.Namespace, style: str, output: Path):
-    """The recipe's TrainConfig for ``style``, with the overrides given on the command line."""
+def training_config(args: argparse.Namespace, style: str, output: Path, *, sintel: Path | None = None):
+    """The recipe's TrainConfig for ``style``, with the overrides given on the command line.
+
+    ``sintel``: MPI Sintel's training folder; None: :func:`reconet_lib.recipe.prepare_sintel` (download once).
+    """
     from reconet_lib.errors import UserInputError
     from reconet_lib.train.recipe import full_recipe, prepare_sintel
     from reconet_lib.sizes import parse_size
 
     if args.data == "sintel":
-        config = full_recipe(sintel=prepare_sintel(), output=output, device=args.device)
+        config = full_recipe(sintel=sintel or prepare_sintel(), output=output, device=args.device)
     else:
         config = dataclasses.replace(full_recipe(sintel=".", output=output, device=args.device),
                                      data=[{"kind": "synthetic", "options": {"quick": True}}], num_workers=0,
@@ -102,28 +108,92 @@ def measure(checkpoint: Path, device) -> tuple[float, float, str]:
                             "flow and occlusions; e_stab without square root")
 
 
-def publish(args: argparse.Namespace) -> list[Path]:
-    from reconet_lib.hub import export_checkpoint, from_pretrained, push_to_hub
-    from reconet_lib.precision import parse_device
+def export(checkpoint: Path, folder: Path, **card_fields) -> Path:
+    """A training checkpoint as a pretrained folder; the card takes style, steps and train config from it."""
+    from reconet_lib.checkpoint import load_checkpoint, load_model
+    from reconet_lib.pretrained import ModelCard
+
+    payload = load_checkpoint(checkpoint)
+    card = ModelCard(style=payload["style_name"], steps=payload.get("step"),
+                     train_config=payload.get("train_config"), **card_fields)
+    return load_model(checkpoint).save_pretrained(folder, card=card)
+
+
+def check_push(owner: str | None, styles: list[str]) -> list[str | None]:
+    """The repository of each style (None: not pushed), checked before any training: ids, network, token."""
+    from reconet_lib.errors import UserInputError
+    from reconet_lib.hub import hub_downloads_allowed, is_repo_id
+
+    if owner is None:
+        return [None] * len(styles)
+    repos = [f"{owner}/reconet-{style}" for style in styles]
+    bad = [r for r in repos if not is_repo_id(r)]
+    if bad:
+        raise UserInputError(f"--push-to {owner!r} gives {bad[0]!r}, not a Hugging Face repository id; "
+                             "give a user or organisation name")
+    if not hub_downloads_allowed():
+        raise UserInputError("--push-to needs network access, but RECONET_OFFLINE or HF_HUB_OFFLINE is set; "
+                             "unset them, or leave out --push-to and push the folders later")
+    from huggingface_hub import get_token
+
+    if not get_token():
+        raise UserInputError("--push-to needs a Hugging Face write token: run `huggingface-cli login` "
+                             "(or set HF_TOKEN) first")
+    return repos
+
+
+def plan(args: argparse.Namespace) -> list[tuple]:
+    """``(style, TrainConfig, pretrained folder, repository or None, catalog entry)`` per style, all checked first.
+
+    With ``--dry-run`` the Sintel folder is named, not prepared: nothing is downloaded or written.
+    """
+    from reconet_lib.config import data_dir
+    from reconet_lib.recipe import prepare_sintel
     from reconet_lib.styles import get_style
+
+    entries = [get_style(style) for style in args.styles]  # an unknown name fails here, before any training
+    repos = check_push(args.push_to, args.styles)
+    out = Path(args.out)
+    sintel = None
+    if args.data == "sintel":
+        sintel = data_dir() / "sintel" / "training" if args.dry_run else prepare_sintel()
+    steps = []
+    for entry, style, repo in zip(entries, args.styles, repos):
+        config = training_config(args, style, out / "runs" / style, sintel=sintel)
+        steps.append((style, config, out / style, repo, entry))
+    return steps
+
+
+def publish(args: argparse.Namespace) -> list[Path]:
+    """Train, measure, save (and push) each style; with ``--dry-run`` only print the plan."""
+    from reconet_lib.network import ReCoNet
+    from reconet_lib.precision import parse_device
     from reconet_lib.train import train
 
-    out = Path(args.out)
+    steps = plan(args)
+    if args.dry_run:
+        for style, config, folder, repo, _ in steps:
+            data = ", ".join(d["kind"] for d in config.data)
+            print(f"[{style}] would train {config.steps} steps ({config.model} preset, {data} frames, "
+                  f"{config.crop[1]}x{config.crop[0]} crops, batch {config.batch_size}) into {config.output}, "
+                  f"write {folder}, push {repo or 'nowhere'}", flush=True)
+        sintel = next((Path(d["path"]) for d in steps[0][1].data if d["kind"] == "sintel"), None) if steps else None
+        if sintel is not None:
+            ready = (sintel / "flow").is_dir()
+            state = "ready in" if ready else "not prepared yet; the run downloads it once (5.3 GB) into"
+            print(f"MPI Sintel: {state} {sintel.parent}", flush=True)
+        return []
     device = parse_device(args.device)
     folders = []
-    for style in args.styles:
-        entry = get_style(style)  # an unknown name fails here, before any training
-        config = training_config(args, style, out / "runs" / style)
+    for style, config, folder, repo, entry in steps:
         print(f"[{style}] training {config.steps} steps into {config.output}", flush=True)
         result = train(config, resume=True, progress=False, verbose=False)
         e_stab, e_warp, where = measure(result.checkpoint, device)
-        folder = export_checkpoint(result.checkpoint, out / style, recipe=recipe_text(config), e_stab=e_stab,
-                                   e_warp=e_warp, evaluated_on=where,
-                                   notes=f"Style image: {entry.title}, {entry.artist}. {entry.licence_note}")
+        folder = export(result.checkpoint, folder, recipe=recipe_text(config), e_stab=e_stab, e_warp=e_warp,
+                        evaluated_on=where, notes=f"Style image: {entry.title}, {entry.artist}. {entry.licence_note}")
         print(f"[{style}] e_stab {e_stab:.6f}, E_warp {e_warp:.6f} -> {folder}", flush=True)
-        if args.push_to:
-            url = push_to_hub(from_pretrained(folder), f"{args.push_to}/reconet-{style}",
-                              card=from_pretrained(folder).card)
+        if repo:
+            url = ReCoNet.from_pretrained(folder).push_to_hub(repo)
             print(f"[{style}] pushed: {url}", flush=True)
         folders.append(folder)
     return folders
