@@ -53,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def training_config(args: argparse.Namespace, style: str, output: Path, *, sintel: Path | None = None):
     """The recipe's TrainConfig for ``style``, with the overrides given on the command line.
 
-    ``sintel``: MPI Sintel's training folder; None: :func:`reconet_lib.recipe.prepare_sintel` (download once).
+    ``sintel``: MPI Sintel's training folder; None: :func:`reconet_lib.train.recipe.prepare_sintel` (download once).
     """
     from reconet_lib.errors import UserInputError
     from reconet_lib.train.recipe import full_recipe, prepare_sintel
@@ -148,7 +148,7 @@ def plan(args: argparse.Namespace) -> list[tuple]:
     With ``--dry-run`` the Sintel folder is named, not prepared: nothing is downloaded or written.
     """
     from reconet_lib.config import data_dir
-    from reconet_lib.recipe import prepare_sintel
+    from reconet_lib.train.recipe import prepare_sintel
     from reconet_lib.styles import get_style
 
     entries = [get_style(style) for style in args.styles]  # an unknown name fails here, before any training
