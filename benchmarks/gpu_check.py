@@ -72,7 +72,7 @@ except ModuleNotFoundError:  # a checkout without `pip install -e .`
     sys.exit("gpu_check: reconet_lib is not importable; run from the repository root with PYTHONPATH=. "
              "(or pip install -e .)")
 
-from reconet_lib import losses
+from reconet_lib import images, losses
 from reconet_lib.errors import UserInputError
 from reconet_lib.files import atomic_write_text
 from reconet_lib.cost import count_flops
@@ -708,7 +708,7 @@ def style_file(ctx: Context) -> Path:
 
     path = ctx.work / "style.png"
     if not path.exists():
-        image = sample_images(1, 64, 64, seed=4)[0].permute(1, 2, 0).mul(255).round().to(torch.uint8).numpy()
+        image = images.to_uint8(sample_images(1, 64, 64, seed=4)[0])
         Image.fromarray(image).save(path)
     return path
 
