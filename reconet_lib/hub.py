@@ -77,6 +77,7 @@ def repository_folder(repo_id: str, names: tuple[str, ...], *, revision: str | N
     allowed = hub_downloads_allowed() if allow_download is None else allow_download
     cache = hf_cache_dir()
     try:
+        # lazy: huggingface_hub is needed only to fetch a shared model by name
         from huggingface_hub import hf_hub_download
 
         paths = [hf_hub_download(repo_id, name, revision=revision, cache_dir=cache, local_files_only=not allowed)
@@ -114,6 +115,7 @@ def upload_folder(folder: str | os.PathLike, repo_id: str, *, private: bool = Fa
         raise UserInputError(f"cannot push {repo_id}: network access is off ({OFFLINE_ENV}=1 or {HF_OFFLINE_ENV}=1); "
                              "save_pretrained to a folder instead, or unset them")
     if api is None:
+        # lazy: huggingface_hub is needed only to share a model
         from huggingface_hub import HfApi
 
         api = HfApi(token=token)

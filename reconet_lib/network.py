@@ -278,6 +278,7 @@ class ReCoNet(nn.Module):
         Returns:
             The folder.
         """
+        # lazy: the model alone does not load the sharing modules (tests/test_hub.py pins it)
         from . import pretrained
 
         return pretrained.save(self, folder, card=card)
@@ -302,6 +303,7 @@ class ReCoNet(nn.Module):
             UserInputError: not a pretrained folder, or a damaged one (one line naming the file and the fix).
             ResourceUnavailable: the repository's files could not be had (one line).
         """
+        # lazy: the model alone does not load the sharing modules (tests/test_hub.py pins it)
         from . import pretrained
 
         folder = pretrained.locate(name_or_folder, revision=revision, allow_download=allow_download)
@@ -333,6 +335,7 @@ class ReCoNet(nn.Module):
         Raises:
             UserInputError: ``repo_id`` is not ``owner/name``, network access is off, or the Hub refused (one line).
         """
+        # lazy: the model alone does not load the sharing modules (tests/test_hub.py pins it)
         from . import pretrained
 
         return pretrained.push(self, repo_id, card=card, private=private, token=token,

@@ -131,6 +131,7 @@ def save(model, folder: str | os.PathLike, *, card: ModelCard | None = None) -> 
     Returns:
         The folder.
     """
+    # lazy: safetensors is needed only to save or load a shared model
     from safetensors.torch import load_file
     from safetensors.torch import save as to_bytes
 
@@ -211,6 +212,7 @@ def read_card(meta: dict, folder: str | os.PathLike) -> ModelCard | None:
 
 def read_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The state dict in ``model.safetensors`` (CPU tensors); a damaged file is a one-line error."""
+    # lazy: safetensors is needed only to save or load a shared model
     from safetensors.torch import load_file
 
     path = Path(folder) / WEIGHTS_NAME

@@ -139,16 +139,6 @@ def test_a_function_level_import_and_a_sub_package_count_as_imports(tmp_path):
 # Imports sit at the top of a module; one inside a function says why on its line or the line above it
 # ----------------------------------------------------------------------------------------------------------------
 
-#: In-function imports without a comment on their line, allowed for now: (file, module imported), with the reason.
-#: They belong to issue #22's sharing code, which says why in docs/design.md; the comment on each line is that
-#: code's to add (the test fails once an entry is no longer needed).
-UNCOMMENTED = {
-    ("hub.py", "huggingface_hub"): "needed only to share a model",
-    ("pretrained.py", "safetensors.torch"): "needed only to save or load a shared model",
-    ("network.py", "pretrained"): "ReCoNet's sharing methods: the model alone does not load the sharing modules",
-}
-
-
 def _import_lines(lines: list[str], node: ast.stmt) -> list[int]:
     """0-based line numbers of the run of import lines that holds ``node`` (a group of imports explained once)."""
     def is_import(i: int) -> bool:
@@ -191,16 +181,10 @@ def _unexplained_everywhere() -> dict[str, list[tuple[int, str]]]:
 
 
 def test_imports_inside_functions_say_why_they_are_not_at_the_top():
-    unexplained = {name: [(line, module) for line, module in found if (name, module) not in UNCOMMENTED]
-                   for name, found in _unexplained_everywhere().items()}
+    unexplained = _unexplained_everywhere()
     assert {k: v for k, v in unexplained.items() if v} == {}, (
         "move these imports to the top of the module, or say on the line above why one must stay inside its "
         "function (an optional extra, a slow import few calls need)")
-
-
-def test_the_allowed_uncommented_imports_are_still_needed():
-    found = {(name, module) for name, lines in _unexplained_everywhere().items() for _, module in lines}
-    assert sorted(set(UNCOMMENTED) - found) == [], "these imports are explained or gone: remove them from UNCOMMENTED"
 
 
 def test_the_import_check_finds_an_unexplained_import_and_accepts_an_explained_one():
