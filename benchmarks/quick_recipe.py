@@ -43,39 +43,57 @@ from reconet_lib.train import train
 from reconet_lib.train.tutorial import QUICK_RECIPE, tutorial_config
 
 #: Candidate recipes: the tutorial loss network (tutorial_config's ``loss_network``), optionally other loss
-#: weights, and TrainConfig changes. "chosen" is exactly what tutorial_config(quick=True) builds offline today.
+#: weights, ``finetune`` (ReCoNet starts from the trained baseline's weights, as the tutorial does; False: from
+#: random weights) and TrainConfig changes (``steps`` applies to both models; ``reconet_steps`` to ReCoNet alone).
+#: "chosen" is exactly what the tutorial builds offline today (tutorial_config + ensure_tutorial_checkpoints).
+#: The rows marked "session 4" were measured from scratch with 150 steps each (the recipe of that time).
+_SCRATCH = dict(finetune=False, steps=150)
 CANDIDATES: dict[str, dict] = {
-    "old: random VGG-16, absolute terms, 64 px crops, 100 steps": dict(
-        loss_network="vgg16_random", weights=LossWeights(), crop=(64, 64), steps=100),
-    "random VGG-16, absolute terms": dict(loss_network="vgg16_random", weights=LossWeights()),
-    "random VGG-16, relative terms, content relu3_3, style to relu4_3, beta 20": dict(
+    "session 4, old: random VGG-16, absolute terms, 64 px crops, 100 steps": dict(
+        loss_network="vgg16_random", weights=LossWeights(), crop=(64, 64), finetune=False, steps=100),
+    "session 4: random VGG-16, relative terms, content relu3_3, style to relu4_3, beta 20": dict(
         loss_network="vgg16_random", weights=LossWeights.offline(
-            beta=20.0, content_layer="relu3_3",
-            style_layer_weights={k: 0.25 for k in ("relu1_2", "relu2_2", "relu3_3", "relu4_3")})),
-    "random texture network (colour + 4 scales), content scale2": dict(loss_network="random_texture"),
-    "random texture network, content scale1": dict(
-        loss_network="random_texture", weights=LossWeights.offline_texture(content_layer="scale1")),
-    "random VGG-16, relative terms, beta 10, lambda_o 20": dict(
-        loss_network="vgg16_random", weights=LossWeights.offline(beta=10.0, lambda_f=1.0, lambda_o=20.0)),
-    "random VGG-16, relative terms, beta 5, lambda_o 60": dict(
-        loss_network="vgg16_random", weights=LossWeights.offline(beta=5.0, lambda_f=3.0, lambda_o=60.0)),
-    "random VGG-16, relative terms, beta 2, lambda_o 100": dict(
-        loss_network="vgg16_random", weights=LossWeights.offline(beta=2.0, lambda_f=5.0, lambda_o=100.0)),
-    "random VGG-16, relative terms, beta 3, lambda_f 3, lambda_o 60": dict(
-        loss_network="vgg16_random", weights=LossWeights.offline(beta=3.0, lambda_f=3.0, lambda_o=60.0)),
-    "chosen: random VGG-16, relative terms, beta 3, lambda_o 20 (LossWeights.offline)": dict(
+            beta=20.0, content_layer="relu3_3", lambda_f=1.0, lambda_o=20.0,
+            style_layer_weights={k: 0.25 for k in ("relu1_2", "relu2_2", "relu3_3", "relu4_3")}), **_SCRATCH),
+    "session 4: random texture network (colour + 4 scales), content scale2": dict(
+        loss_network="random_texture", **_SCRATCH),
+    "session 4: random VGG-16, relative terms, beta 3, lambda_f 1, lambda_o 20": dict(
+        loss_network="vgg16_random", weights=LossWeights.offline(beta=3.0, lambda_f=1.0, lambda_o=20.0), **_SCRATCH),
+    "session 4: random VGG-16, relative terms, beta 3, lambda_f 3, lambda_o 60": dict(
+        loss_network="vgg16_random", weights=LossWeights.offline(beta=3.0, lambda_f=3.0, lambda_o=60.0), **_SCRATCH),
+    "from scratch: beta 1, lambda_f 1, lambda_o 20": dict(
+        loss_network="vgg16_random", weights=LossWeights.offline(beta=1.0, lambda_f=1.0, lambda_o=20.0), **_SCRATCH),
+    "fine-tuned 75 steps: beta 1, lambda_f 1, lambda_o 60": dict(
+        loss_network="vgg16_random", weights=LossWeights.offline(beta=1.0, lambda_f=1.0, lambda_o=60.0),
+        reconet_steps=75),
+    "fine-tuned 150 steps: beta 0.7, lambda_f 3, lambda_o 150": dict(
+        loss_network="vgg16_random", weights=LossWeights.offline(lambda_f=3.0, lambda_o=150.0), reconet_steps=150),
+    "fine-tuned 150 steps: beta 0.7, lambda_f 10, lambda_o 500, cosine": dict(
+        loss_network="vgg16_random", weights=LossWeights.offline(lambda_f=10.0, lambda_o=500.0),
+        reconet_steps=150, lr_schedule="cosine"),
+    "fine-tuned 150 steps, small network (16-32-64, 2 blocks): beta 0.7, lambda_f 3, lambda_o 150": dict(
+        loss_network="vgg16_random", weights=LossWeights.offline(lambda_f=3.0, lambda_o=150.0), reconet_steps=150,
+        model={"channels": [16, 32, 64], "residual_blocks": 2}),
+    "chosen: fine-tuned 200 steps, beta 0.7, lambda_f 3, lambda_o 200 (LossWeights.offline, QUICK_RECIPE)": dict(
         loss_network="vgg16_random"),
 }
 
 
-def _config(changes: dict, temporal: bool, data_root: Path, output: Path):
+def _config(changes: dict, temporal: bool, data_root: Path, output: Path, init: Path | None = None):
     changes = dict(changes)
     network = changes.pop("loss_network")
     weights = changes.pop("weights", None)
-    base = tutorial_config(True, "cpu", temporal=temporal, loss_network=network, style="candy", output=output)
+    changes.pop("finetune", None)
+    reconet_steps = changes.pop("reconet_steps", None)
+    base = tutorial_config(True, "cpu", temporal=temporal, loss_network=network, style="candy", output=output,
+                           init=init)
     weights = base.loss if weights is None else weights
     if not temporal:
         weights = dataclasses.replace(weights, lambda_f=0.0, lambda_o=0.0)
+    if temporal and reconet_steps is not None:
+        changes["steps"] = reconet_steps
+    if "steps" in changes:
+        changes["checkpoint_every"] = changes["steps"] // 2
     return dataclasses.replace(base, loss=weights, data=[{"kind": "synthetic", "path": str(data_root), "options": {}}],
                                **changes)
 
@@ -94,9 +112,10 @@ def _train_both(name: str, changes: dict, data_root: Path, workdir: Path, busy: 
     try:
         result = {}
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        for model, temporal in (("reconet", True), ("baseline", False)):
+        for model, temporal in (("baseline", False), ("reconet", True)):
             out = workdir / f"{model}-{'busy' if busy else 'quiet'}"
-            config = _config(changes, temporal, data_root, out)
+            init = result["baseline"] if temporal and changes.get("finetune", True) else None
+            config = _config(changes, temporal, data_root, out, init=init)
             train(config, resume=False, progress=False, verbose=False)
             result[model] = out / "last.pt"
         result["wall_s"] = time.perf_counter() - wall0
@@ -121,12 +140,13 @@ def _measure(checkpoints: dict, held_out: str, style: torch.Tensor) -> dict:
         net = load_model(checkpoints[model], device="cpu")
         out = net(frames).clamp(0, 1)
         row[f"{model}_e_stab"] = metrics.temporal_errors(out, flows)["e_stab"].mean
+        prefix = "" if model == "reconet" else "baseline_"
+        row[f"{prefix}edge_clip"] = edge_correlation(frames, out)
+        row[f"{prefix}colour_clip"] = relative_colour_distance(frames, out, style)
+        out_still = net(still).clamp(0, 1)
+        row[f"{prefix}edge_still"] = edge_correlation(still, out_still)
+        row[f"{prefix}colour_still"] = relative_colour_distance(still, out_still, style)
         if model == "reconet":
-            row["edge_clip"] = edge_correlation(frames, out)
-            row["colour_clip"] = relative_colour_distance(frames, out, style)
-            out_still = net(still).clamp(0, 1)
-            row["edge_still"] = edge_correlation(still, out_still)
-            row["colour_still"] = relative_colour_distance(still, out_still, style)
             row["frames"] = (frames[[0, -1]], out[[0, -1]])
     row["e_stab_ratio"] = row["reconet_e_stab"] / row["baseline_e_stab"]
     return row
@@ -148,7 +168,8 @@ def _run(args) -> list[dict]:
             config=dataclasses.replace(synthetic.default_config(True), photos=others))
         for name in names:
             for busy in ((False, True) if args.busy else (False,)):
-                changes = {**CANDIDATES[name], **({"steps": args.steps} if args.steps else {})}
+                smoke = {"steps": args.steps, "reconet_steps": args.steps} if args.steps else {}
+                changes = {**CANDIDATES[name], **smoke}
                 trained = _train_both(name, changes, data_root, tmp / _slug(name), busy)
                 row = {"candidate": name, "busy": busy, "wall_s": trained["wall_s"], "cpu_s": trained["cpu_s"],
                        "load_avg": os.getloadavg()[1],
@@ -177,12 +198,13 @@ def _save_frames(frames, path: Path) -> None:
 def _table(rows: list[dict], header: str) -> None:
     print(f"\n{header}")
     print("| candidate | competing load | train both (wall s) | CPU s | machine load avg | edge (clip / still) "
-          "| colour (clip / still) | e_stab ReCoNet / baseline |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| colour (clip / still) | baseline edge / colour (clip) | e_stab ReCoNet / baseline |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['candidate']} | {'one busy process' if r['busy'] else 'quiet'} | {r['wall_s']:.0f} | "
               f"{r['cpu_s']:.0f} | {r['load_avg']:.1f} | {r['edge_clip']:.2f} / {r['edge_still']:.2f} | "
-              f"{r['colour_clip']:.2f} / {r['colour_still']:.2f} | {r['e_stab_ratio']:.2f} "
+              f"{r['colour_clip']:.2f} / {r['colour_still']:.2f} | "
+              f"{r['baseline_edge_clip']:.2f} / {r['baseline_colour_clip']:.2f} | {r['e_stab_ratio']:.2f} "
               f"({r['reconet_e_stab']:.2e} / {r['baseline_e_stab']:.2e}) |")
 
 

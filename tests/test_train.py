@@ -13,7 +13,7 @@ import torch
 
 from reconet_lib import cli, losses, synthetic
 from reconet_lib import train as train_mod
-from reconet_lib.checkpoint import load_checkpoint
+from reconet_lib.checkpoint import load_checkpoint, load_model
 from reconet_lib.errors import UserInputError
 from reconet_lib.network import ReCoNet
 from reconet_lib.train import (
@@ -133,6 +133,36 @@ def test_resume_can_extend_a_finished_run(reference_run, pairs_root, tmp_path):
     result = train(tiny_config(pairs_root, output, steps=10), resume=True, progress=False, verbose=False)
     assert result.start_step == 8 and result.step == 10
     assert [r["step"] for r in read_log(output)] == list(range(1, 11))
+
+
+def test_init_starts_the_run_from_the_checkpoints_network_weights(reference_run, pairs_root, tmp_path):
+    start = reference_run[0] / "last.pt"
+    config = tiny_config(pairs_root, tmp_path / "tuned", steps=1, lr=1e-9, seed=99, init=str(start))
+    train(config, progress=False, verbose=False)
+    before, after = load_model(start).state_dict(), load_model(tmp_path / "tuned" / "last.pt").state_dict()
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)  # one step of 1e-9 from init
+    fresh = tiny_config(pairs_root, tmp_path / "fresh", steps=1, lr=1e-9, seed=99)
+    train(fresh, progress=False, verbose=False)
+    other = load_model(tmp_path / "fresh" / "last.pt").state_dict()
+    assert not all(torch.allclose(before[k], other[k], atol=1e-6) for k in before)  # without init: seed 99's weights
+
+
+def test_init_of_another_network_or_a_missing_file_is_one_line_before_anything_is_written(reference_run, pairs_root,
+                                                                                          tmp_path):
+    start = reference_run[0] / "last.pt"
+    with pytest.raises(UserInputError, match=r"TrainConfig.init: .* holds another network .*--preset") as info:
+        train(tiny_config(pairs_root, tmp_path / "a", model="demo", init=str(start)), progress=False, verbose=False)
+    assert "\n" not in str(info.value)
+    with pytest.raises(UserInputError, match=r"TrainConfig.init: .* is not a file"):
+        train(tiny_config(pairs_root, tmp_path / "b", init=str(tmp_path / "missing.pt")), progress=False,
+              verbose=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_cli_init_option_reaches_the_config(tmp_path):
+    args = cli.build_parser().parse_args(["train", "--init", str(tmp_path / "base.pt"), "--steps", "5",
+                                          "--output", str(tmp_path / "run")])
+    assert train_mod.config_from_args(args).init == str(tmp_path / "base.pt")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def test_the_expected_time_is_said_before_training_starts(monkeypatch, tmp_path,
     def fake_train(config, **kwargs):
         calls.append(config)
         out = capsys.readouterr().out
-        assert "about a minute on two idle CPU cores" in out and f"{config.steps} steps" in out
+        assert "one to two minutes on two idle CPU cores" in out and f"{config.steps} steps" in out
         raise KeyboardInterrupt  # stop after the announcement: nothing is trained in this test
 
     monkeypatch.setattr(tutorial, "train", fake_train)
@@ -58,8 +58,9 @@ def test_the_quick_recipe_is_what_tutorial_config_builds():
     r = tutorial.QUICK_RECIPE
     config = tutorial.tutorial_config(True, "cpu", loss_network="vgg16_random", style="candy")
     assert (config.model, config.crop, config.batch_size, config.steps, config.lr) == (
-        r.model, r.crop, r.batch_size, r.steps, r.lr)
+        r.model, r.crop, r.batch_size, r.reconet_steps, r.lr)
     assert config.vgg_weights is None and config.loss == LossWeights.offline()
+    assert tutorial.tutorial_config(True, "cpu", temporal=False).steps == r.steps
     real = tutorial.tutorial_config(True, "cpu", loss_network="vgg16_imagenet", style="candy")
     assert real.vgg_weights == "imagenet" and real.loss == LossWeights()
     baseline = tutorial.tutorial_config(True, "cpu", temporal=False, loss_network="vgg16_random")
@@ -73,3 +74,24 @@ def test_the_quick_crops_fit_the_quick_scenes_which_are_readable():
     w, h = tutorial.QUICK_RECIPE.crop
     assert w <= scenes.width and h <= scenes.height
     assert max(scenes.width, scenes.height) >= 256  # what the notebooks show is at least 256 px wide
+
+
+def test_quick_reconet_is_fine_tuned_from_the_baseline_trained_first(monkeypatch, tmp_path):
+    monkeypatch.setenv("RECONET_OFFLINE", "1")
+    monkeypatch.setenv("RECONET_DATA", str(tmp_path / "data"))
+    calls = []
+
+    def fake_train(config, **kwargs):  # records the runs; writes nothing
+        calls.append(config)
+
+    monkeypatch.setattr(tutorial, "train", fake_train)
+    monkeypatch.setattr(tutorial, "_finished", lambda last, steps: False)
+    paths = tutorial.ensure_tutorial_checkpoints(quick=True, device="cpu", output_dir=tmp_path / "ckpt")
+    baseline, reconet = calls
+    assert (baseline.loss.lambda_o, baseline.init) == (0.0, None)
+    assert reconet.loss.lambda_o > 0 and reconet.init == str(paths["baseline"])
+    assert list(paths) == ["reconet", "baseline"]
+    # the fine-tuned run's cache folder does not depend on where the cache lives, only on the baseline's recipe
+    calls.clear()
+    other = tutorial.ensure_tutorial_checkpoints(quick=True, device="cpu", output_dir=tmp_path / "elsewhere")
+    assert other["reconet"].parent.name == paths["reconet"].parent.name

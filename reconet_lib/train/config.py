@@ -30,7 +30,7 @@ LR_SCHEDULES = ("constant", "cosine", "step")
 #: Config fields that must agree between a checkpoint and the config that resumes it.
 RESUME_FIELDS = (
     "style", "style_size", "data", "resize", "crop", "flip", "scale_range", "batch_size", "model", "loss", "seed",
-    "vgg_weights",
+    "vgg_weights", "init",
 )
 CONFIG_NAME = "config.json"
 
@@ -77,6 +77,10 @@ class TrainConfig:
         grad_clip: clip the gradient's global L2 norm to this value (None: no clipping).
         max_nonfinite: stop after this many consecutive steps with a non-finite loss or gradient.
         seed: seeds the model's initialisation and the data order.
+        init: the path of a checkpoint whose network weights start the run instead of a random initialisation
+            (fine-tuning, e.g. a per-frame model fine-tuned with the temporal losses); it must hold the same
+            network (``model``). The optimiser and the schedule start afresh; a resumed run ignores it (its
+            checkpoint holds the weights).
         output: folder for checkpoints, ``log.jsonl`` and ``config.json``.
         checkpoint_every: write a checkpoint every this many steps (0: only at the end).
         keep_last: keep this many ``step_*.pt`` checkpoints (``last.pt`` is always kept).
@@ -119,6 +123,9 @@ class TrainConfig:
                                                                  metavar="NORM"))
     max_nonfinite: int = field(default=20, metadata=_help("stop after N consecutive non-finite steps", metavar="N"))
     seed: int = field(default=0, metadata=_help("seed of the initialisation and the data order"))
+    init: str | None = field(default=None, metadata=_help(
+        "start from the network weights of this checkpoint (fine-tuning; optimiser and schedule start afresh)",
+        metavar="CKPT"))
     output: str = field(default="runs/reconet", metadata=_help("folder for checkpoints and logs", metavar="DIR",
                                                                short="-o"))
     checkpoint_every: int = field(default=1000, metadata=_help("checkpoint every N steps (0: only at the end)",
@@ -176,6 +183,10 @@ class TrainConfig:
         check.number("grad_clip", 0.0, optional=True, open_low=True)
         check.integer("max_nonfinite", 1)
         check.integer("seed", 0)
+        if self.init is not None:
+            if not isinstance(self.init, (str, os.PathLike)) or not str(self.init):
+                raise check.bad("init", "None or the path of a checkpoint to start from")
+            self.init = os.fspath(self.init)
         if not isinstance(self.output, (str, os.PathLike)) or not str(self.output):
             raise check.bad("output", "a folder path")
         self.output = os.fspath(self.output)

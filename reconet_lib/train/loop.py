@@ -11,6 +11,7 @@ at once.
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import sys
 import threading
@@ -26,8 +27,8 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .. import losses, memory, styles
-from ..checkpoint import (LAST_NAME, LOCK_NAME, exclusive, latest_checkpoint, remove_stale_temporaries, resume_point,
-                          save_step_checkpoint)
+from ..checkpoint import (LAST_NAME, LOCK_NAME, exclusive, latest_checkpoint, load_model, remove_stale_temporaries,
+                          resume_point, save_step_checkpoint)
 from ..cost import conv_layers
 from ..errors import ReconetError, TrainingInterrupted, UserInputError
 from ..losses import VGG_LAYERS
@@ -189,9 +190,9 @@ def train(
 def _train(run: _Run, resume: bool, progress: bool, stop_after: int | None, dataset,
            stack: ExitStack) -> TrainResult:
     config, procs = run.config, run.procs
-    style_image, dataset = _check_inputs(run, dataset)  # before anything is written
+    style_image, dataset, initial = _check_inputs(run, dataset)  # before anything is written
     start = _open_output(run, resume, stack)
-    state, runner, vgg_source = _build(run, style_image, start)
+    state, runner, vgg_source = _build(run, style_image, start, initial)
     _start_log(run, resumed=start is not None, step=state.step)
     workers = default_num_workers(run.device.type == "cuda") if config.num_workers is None else config.num_workers
     loader = make_step_loader(SampleStream(dataset, config.seed), state.step + 1, config.steps, config.batch_size,
@@ -205,12 +206,15 @@ def _train(run: _Run, resume: bool, progress: bool, stop_after: int | None, data
             f"{precision_name(run.autocast_dtype, run.use_scaler)} on {run.device}")
     if start is not None:
         run.say(f"resuming from {start[0]} at step {state.step}")
+    elif config.init is not None:
+        run.say(f"starting from the network weights of {config.init}")
     with _stop_requests() as stop:
         return _loop(run, state, runner, loader, stop, progress, stop_after)
 
 
-def _check_inputs(run: _Run, dataset) -> tuple[torch.Tensor, object]:
-    """Load the style image and the dataset, and check the output path: every input fault before any write."""
+def _check_inputs(run: _Run, dataset) -> tuple[torch.Tensor, object, dict | None]:
+    """Load the style image, the dataset and the starting weights (``config.init``), and check the output path:
+    every input fault before any write."""
     output = run.output
     if output.exists() and not output.is_dir():
         raise UserInputError(f"output {output} is a file, not a folder; choose a folder for the run (--output)")
@@ -222,7 +226,21 @@ def _check_inputs(run: _Run, dataset) -> tuple[torch.Tensor, object]:
         dataset = build_dataset(run.config)
         if run.procs.main:
             run.procs.barrier()
-    return style_image, dataset
+    initial = None if run.config.init is None else initial_weights(run.config.init, model_config_of(run.config))
+    return style_image, dataset, initial
+
+
+def initial_weights(path: str | os.PathLike, model_config: ReCoNetConfig) -> dict[str, torch.Tensor]:
+    """The network weights stored in checkpoint ``path`` (training or model-only), checked to be ``model_config``'s
+    network; a missing or unreadable file, or another network, is one UserInputError line."""
+    if not Path(path).is_file():
+        raise UserInputError(f"TrainConfig.init: {path} is not a file; give the checkpoint to start from (--init CKPT) "
+                             "or leave it out to start from random weights")
+    model = load_model(path)
+    if model.config != model_config:
+        raise UserInputError(f"TrainConfig.init: {path} holds another network ({model.config}) than this run trains "
+                             f"({model_config}); train the same preset (--preset) or start from random weights")
+    return model.state_dict()
 
 
 def training_memory_lower_bound(config: TrainConfig) -> int:
@@ -294,12 +312,14 @@ def _check_resumable(payload: Mapping, config: TrainConfig, style_sha: str, path
         raise UserInputError(f"the checkpoint {path} is at step {payload['step']}, beyond TrainConfig.steps={config.steps}")
 
 
-def _build(run: _Run, style_image: torch.Tensor,
-           start: tuple[Path, dict] | None) -> tuple[RunState, nn.Module, str]:
-    """The run state (fresh, or restored from ``start``), the module one step calls (PairLoss, maybe in DDP)
-    and where the loss network's weights came from."""
+def _build(run: _Run, style_image: torch.Tensor, start: tuple[Path, dict] | None,
+           initial: dict | None = None) -> tuple[RunState, nn.Module, str]:
+    """The run state (fresh with the ``initial`` weights if given, or restored from ``start``), the module one step
+    calls (PairLoss, maybe in DDP) and where the loss network's weights came from."""
     config, device = run.config, run.device
     state = RunState.create(config, model_config_of(config), device, run.use_scaler)
+    if initial is not None and start is None:
+        state.model.load_state_dict(initial)
     vgg = losses.build_loss_network(config.loss, config.vgg_weights, device=device, seed=config.seed)
     grams = losses.style_grams(vgg, style_image, list(config.loss.style_layer_weights))
     runner: nn.Module = PairLoss(state.model, vgg, grams, config.loss)

@@ -29,11 +29,14 @@ TUTORIAL_LOSS_NETWORKS = {
 
 def tutorial_config(quick: bool, device, *, temporal: bool = True, loss_network: str = "vgg16_imagenet",
                     style: str = "mosaic", output: str | os.PathLike = "runs/tutorial",
-                    sintel: str | os.PathLike | None = None) -> TrainConfig:
+                    sintel: str | os.PathLike | None = None, init: str | os.PathLike | None = None) -> TrainConfig:
     """The training run the notebooks use: ReCoNet (``temporal=True``) or the per-frame baseline (lambda_f = lambda_o = 0).
 
     Quick (CPU): :data:`QUICK_RECIPE` (the ``tiny`` preset on the quick generated photo scenes, 128 x 128 crops,
-    chosen by ``benchmarks/quick_recipe.py``; table in ``docs/results.md``).
+    chosen by ``benchmarks/quick_recipe.py``; table in ``docs/results.md``). The baseline trains
+    ``QUICK_RECIPE.steps`` steps from random weights; ReCoNet trains ``QUICK_RECIPE.reconet_steps`` steps with all
+    five loss terms, starting from ``init`` (:func:`ensure_tutorial_checkpoints` passes the baseline's checkpoint:
+    the same network fine-tuned with the temporal losses, so the two differ by the temporal losses alone).
 
     ``loss_network`` (:data:`TUTORIAL_LOSS_NETWORKS`): ``"vgg16_imagenet"`` (the paper's loss network, default
     weights), ``"vgg16_random"`` (the offline stand-in: seeded random VGG-16 with relative terms,
@@ -58,10 +61,11 @@ def tutorial_config(quick: bool, device, *, temporal: bool = True, loss_network:
                   device=str(device), num_workers=0 if quick else None, log_every=5 if quick else 25)
     if quick:
         r = QUICK_RECIPE
+        steps = r.reconet_steps if temporal else r.steps
         return TrainConfig(data=[{"kind": "synthetic", "options": {"quick": True}}], model=r.model,
-                           style_size=r.style_size, crop=r.crop, batch_size=r.batch_size, steps=r.steps, lr=r.lr,
-                           lr_schedule=r.lr_schedule, checkpoint_every=r.steps // 2, keep_last=1, precision="fp32",
-                           **common)
+                           style_size=r.style_size, crop=r.crop, batch_size=r.batch_size, steps=steps, lr=r.lr,
+                           lr_schedule=r.lr_schedule, checkpoint_every=steps // 2, keep_last=1, precision="fp32",
+                           init=None if init is None else os.fspath(init), **common)
     values = {v.field: v.value for v in recipe.RECIPE if v.field not in ("loss", "style", "vgg_weights", "steps")}
     data = ([{"kind": "sintel", "path": os.fspath(sintel), "options": {"passes": ["clean", "final"]}}] if sintel
             else [{"kind": "synthetic", "options": {"quick": False}}])
@@ -76,7 +80,8 @@ class QuickRecipe:
         model: network preset.
         crop: training crop (width, height) in pixels, cut from the quick photo scenes (256 x 192).
         batch_size: frame pairs per step.
-        steps: optimisation steps.
+        steps: optimisation steps of the per-frame baseline (from random weights).
+        reconet_steps: optimisation steps of ReCoNet, fine-tuned from the baseline with all five loss terms.
         lr, lr_schedule: Adam learning rate and its schedule.
         style_size: longer side of the style image in pixels.
     """
@@ -85,6 +90,7 @@ class QuickRecipe:
     crop: tuple[int, int] = (128, 128)
     batch_size: int = 2
     steps: int = 150
+    reconet_steps: int = 200
     lr: float = 2e-3
     lr_schedule: str = "constant"
     style_size: int = 256
@@ -98,13 +104,13 @@ def expected_time(quick: bool, steps: int) -> str:
     """What a learner should expect one tutorial model to take, said before it starts (quick: measured figures of
     ``benchmarks/quick_recipe.py`` on a 2-core CPU, see ``docs/results.md``; full: the labelled Colab estimate)."""
     if quick:
-        return (f"quick mode: {steps} steps, about a minute on two idle CPU cores, a few minutes while other "
+        return (f"quick mode: {steps} steps, one to two minutes on two idle CPU cores, a few minutes while other "
                 "programs keep them busy")
     return f"full mode: {recipe.colab_time_estimate(steps)}"
 
 
 #: Part of the tutorial checkpoints' cache key: bump it to retrain them after a change of the training code.
-TUTORIAL_VERSION = 4  # 4: the quick recipe of benchmarks/quick_recipe.py (256 x 192 scenes, offline loss network)
+TUTORIAL_VERSION = 5  # 5: quick ReCoNet fine-tuned from the baseline; 4: 256 x 192 scenes, offline loss network
 
 
 def _real_frames(allow_download: bool | None = None) -> Path | None:
@@ -130,8 +136,9 @@ def ensure_tutorial_checkpoints(quick: bool, device, *, output_dir: str | os.Pat
                                 progress: bool = False, download_sintel: bool | None = None) -> dict[str, Path]:
     """The notebooks' two trained models, trained now if they are not cached yet.
 
-    ``"reconet"``: ReCoNet with all five loss terms; ``"baseline"``: the same network, data and steps with
-    ``lambda_f = lambda_o = 0`` (a per-frame style transfer network). Cached under
+    ``"baseline"``: a per-frame style transfer network (``lambda_f = lambda_o = 0``); ``"reconet"``: the same
+    network with all five loss terms (in quick mode fine-tuned from the baseline's weights, see
+    :func:`tutorial_config`). Cached under
     ``data_dir()/"checkpoints"/("quick" | "full")/<name>-<config hash>/last.pt``; an interrupted run is resumed.
     VGG-16 and style: :func:`reconet_lib.resources.tutorial_resources` (ImageNet weights and 'candy' whenever
     they can be had, else seeded random weights and the procedural 'mosaic', announced).
@@ -151,13 +158,16 @@ def ensure_tutorial_checkpoints(quick: bool, device, *, output_dir: str | os.Pat
     # weights and 'mosaic', announced in one message (reconet_lib.resources).
     chosen = tutorial_resources()
     sintel = None if quick else _real_frames(download_sintel)
-    result = {}
-    for name, temporal in (("reconet", True), ("baseline", False)):
+    result, digests = {}, {}
+    # Quick mode: the baseline first, then ReCoNet fine-tuned from it (QUICK_RECIPE); full mode: both from scratch.
+    for name, temporal in (("baseline", False), ("reconet", True)):
+        init = result["baseline"] if quick and temporal else None
         config = tutorial_config(quick, device, temporal=temporal, loss_network=chosen.loss_network,
-                                 style=chosen.style, sintel=sintel)
-        identity = {k: v for k, v in config.to_dict().items() if k not in ("output", "device", "num_workers")}
+                                 style=chosen.style, sintel=sintel, init=init)
+        identity = {k: v for k, v in config.to_dict().items() if k not in ("output", "device", "num_workers", "init")}
         identity["tutorial_version"] = TUTORIAL_VERSION
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+        identity["init_from"] = digests["baseline"] if init is not None else None
+        digest = digests[name] = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
         run_dir = folder / f"{name}-{digest}"
         config.output = os.fspath(run_dir)
         last = run_dir / LAST_NAME
@@ -167,4 +177,4 @@ def ensure_tutorial_checkpoints(quick: bool, device, *, output_dir: str | os.Pat
                 print(f"training the tutorial's {name!r} model ({expected_time(quick, config.steps)}) into {run_dir}")
                 train(config, resume=True, progress=progress, verbose=False)
         result[name] = last
-    return result
+    return {"reconet": result["reconet"], "baseline": result["baseline"]}
