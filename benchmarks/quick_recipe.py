@@ -44,13 +44,15 @@ from reconet_lib.train.tutorial import QUICK_RECIPE, tutorial_config
 
 #: Candidate recipes: the tutorial loss network (tutorial_config's ``loss_network``), optionally other loss
 #: weights, ``finetune`` (ReCoNet starts from the trained baseline's weights, as the tutorial does; False: from
-#: random weights) and TrainConfig changes (``steps`` applies to both models; ``reconet_steps`` to ReCoNet alone).
+#: random weights) and TrainConfig changes (``steps`` applies to both models; ``reconet_steps`` and
+#: ``reconet_lr_schedule`` to ReCoNet alone).
 #: "chosen" is exactly what the tutorial builds offline today (tutorial_config + ensure_tutorial_checkpoints).
 #: The rows marked "session 4" were measured from scratch with 150 steps each (the recipe of that time).
-_SCRATCH = dict(finetune=False, steps=150)
+_SCRATCH = dict(finetune=False, steps=150, reconet_lr_schedule="constant")
 CANDIDATES: dict[str, dict] = {
     "session 4, old: random VGG-16, absolute terms, 64 px crops, 100 steps": dict(
-        loss_network="vgg16_random", weights=LossWeights(), crop=(64, 64), finetune=False, steps=100),
+        loss_network="vgg16_random", weights=LossWeights(), crop=(64, 64), finetune=False, steps=100,
+        reconet_lr_schedule="constant"),
     "session 4: random VGG-16, relative terms, content relu3_3, style to relu4_3, beta 20": dict(
         loss_network="vgg16_random", weights=LossWeights.offline(
             beta=20.0, content_layer="relu3_3", lambda_f=1.0, lambda_o=20.0,
@@ -65,17 +67,20 @@ CANDIDATES: dict[str, dict] = {
         loss_network="vgg16_random", weights=LossWeights.offline(beta=1.0, lambda_f=1.0, lambda_o=20.0), **_SCRATCH),
     "fine-tuned 75 steps: beta 1, lambda_f 1, lambda_o 60": dict(
         loss_network="vgg16_random", weights=LossWeights.offline(beta=1.0, lambda_f=1.0, lambda_o=60.0),
-        reconet_steps=75),
+        reconet_steps=75, reconet_lr_schedule="constant"),
     "fine-tuned 150 steps: beta 0.7, lambda_f 3, lambda_o 150": dict(
-        loss_network="vgg16_random", weights=LossWeights.offline(lambda_f=3.0, lambda_o=150.0), reconet_steps=150),
+        loss_network="vgg16_random", weights=LossWeights.offline(lambda_f=3.0, lambda_o=150.0), reconet_steps=150,
+        reconet_lr_schedule="constant"),
     "fine-tuned 150 steps: beta 0.7, lambda_f 10, lambda_o 500, cosine": dict(
         loss_network="vgg16_random", weights=LossWeights.offline(lambda_f=10.0, lambda_o=500.0),
-        reconet_steps=150, lr_schedule="cosine"),
+        reconet_steps=150, reconet_lr_schedule="cosine"),
     "fine-tuned 150 steps, small network (16-32-64, 2 blocks): beta 0.7, lambda_f 3, lambda_o 150": dict(
         loss_network="vgg16_random", weights=LossWeights.offline(lambda_f=3.0, lambda_o=150.0), reconet_steps=150,
-        model={"channels": [16, 32, 64], "residual_blocks": 2}),
-    "chosen: fine-tuned 200 steps, beta 0.7, lambda_f 3, lambda_o 200 (LossWeights.offline, QUICK_RECIPE)": dict(
-        loss_network="vgg16_random"),
+        reconet_lr_schedule="constant", model={"channels": [16, 32, 64], "residual_blocks": 2}),
+    "fine-tuned 200 steps at a constant rate: beta 0.7, lambda_f 3, lambda_o 200": dict(
+        loss_network="vgg16_random", reconet_lr_schedule="constant"),
+    "chosen: fine-tuned 200 steps, cosine, beta 0.7, lambda_f 3, lambda_o 200 (LossWeights.offline, QUICK_RECIPE)":
+        dict(loss_network="vgg16_random"),
 }
 
 
@@ -85,6 +90,7 @@ def _config(changes: dict, temporal: bool, data_root: Path, output: Path, init: 
     weights = changes.pop("weights", None)
     changes.pop("finetune", None)
     reconet_steps = changes.pop("reconet_steps", None)
+    reconet_schedule = changes.pop("reconet_lr_schedule", None)
     base = tutorial_config(True, "cpu", temporal=temporal, loss_network=network, style="candy", output=output,
                            init=init)
     weights = base.loss if weights is None else weights
@@ -92,6 +98,8 @@ def _config(changes: dict, temporal: bool, data_root: Path, output: Path, init: 
         weights = dataclasses.replace(weights, lambda_f=0.0, lambda_o=0.0)
     if temporal and reconet_steps is not None:
         changes["steps"] = reconet_steps
+    if temporal and reconet_schedule is not None:
+        changes["lr_schedule"] = reconet_schedule
     if "steps" in changes:
         changes["checkpoint_every"] = changes["steps"] // 2
     return dataclasses.replace(base, loss=weights, data=[{"kind": "synthetic", "path": str(data_root), "options": {}}],

@@ -60,7 +60,9 @@ def test_the_quick_recipe_is_what_tutorial_config_builds():
     assert (config.model, config.crop, config.batch_size, config.steps, config.lr) == (
         r.model, r.crop, r.batch_size, r.reconet_steps, r.lr)
     assert config.vgg_weights is None and config.loss == LossWeights.offline()
-    assert tutorial.tutorial_config(True, "cpu", temporal=False).steps == r.steps
+    assert config.lr_schedule == r.reconet_lr_schedule == "cosine"
+    baseline_config = tutorial.tutorial_config(True, "cpu", temporal=False)
+    assert (baseline_config.steps, baseline_config.lr_schedule) == (r.steps, r.lr_schedule)
     real = tutorial.tutorial_config(True, "cpu", loss_network="vgg16_imagenet", style="candy")
     assert real.vgg_weights == "imagenet" and real.loss == LossWeights()
     baseline = tutorial.tutorial_config(True, "cpu", temporal=False, loss_network="vgg16_random")

@@ -61,10 +61,10 @@ def tutorial_config(quick: bool, device, *, temporal: bool = True, loss_network:
                   device=str(device), num_workers=0 if quick else None, log_every=5 if quick else 25)
     if quick:
         r = QUICK_RECIPE
-        steps = r.reconet_steps if temporal else r.steps
+        steps, schedule = (r.reconet_steps, r.reconet_lr_schedule) if temporal else (r.steps, r.lr_schedule)
         return TrainConfig(data=[{"kind": "synthetic", "options": {"quick": True}}], model=r.model,
                            style_size=r.style_size, crop=r.crop, batch_size=r.batch_size, steps=steps, lr=r.lr,
-                           lr_schedule=r.lr_schedule, checkpoint_every=steps // 2, keep_last=1, precision="fp32",
+                           lr_schedule=schedule, checkpoint_every=steps // 2, keep_last=1, precision="fp32",
                            init=None if init is None else os.fspath(init), **common)
     values = {v.field: v.value for v in recipe.RECIPE if v.field not in ("loss", "style", "vgg_weights", "steps")}
     data = ([{"kind": "sintel", "path": os.fspath(sintel), "options": {"passes": ["clean", "final"]}}] if sintel
@@ -82,7 +82,9 @@ class QuickRecipe:
         batch_size: frame pairs per step.
         steps: optimisation steps of the per-frame baseline (from random weights).
         reconet_steps: optimisation steps of ReCoNet, fine-tuned from the baseline with all five loss terms.
-        lr, lr_schedule: Adam learning rate and its schedule.
+        reconet_lr_schedule: its learning-rate schedule: cosine, because at a constant rate the picture still
+            swings between checkpoints (edge correlation 0.50 to 0.71 every 25 steps in the study).
+        lr, lr_schedule: Adam learning rate and the baseline's schedule.
         style_size: longer side of the style image in pixels.
     """
 
@@ -93,6 +95,7 @@ class QuickRecipe:
     reconet_steps: int = 200
     lr: float = 2e-3
     lr_schedule: str = "constant"
+    reconet_lr_schedule: str = "cosine"
     style_size: int = 256
 
 
