@@ -202,7 +202,7 @@ class InferenceReCoNet(nn.Module):
         self.dtype = dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ReCoNet._check_image(x)
+        ReCoNet.check_image(x)
         parts = min(self.streams, x.shape[0])
         if parts <= 1:
             return self._run(x)

@@ -342,7 +342,8 @@ class ReCoNet(nn.Module):
                                commit_message=commit_message, api=api)
 
     @staticmethod
-    def _check_image(x: torch.Tensor) -> None:
+    def check_image(x: torch.Tensor) -> None:
+        """Raise one UserInputError line unless ``x`` is a non-empty ``(B, 3, H, W)`` tensor (the network's input)."""
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise UserInputError(f"ReCoNet expects RGB images of shape (B, 3, H, W) in [0, 1]; got {shape}")
@@ -357,7 +358,7 @@ class ReCoNet(nn.Module):
         Returns:
             ``(B, c3, ceil(H / 4), ceil(W / 4))``; cell ``(i, j)`` lies over pixels ``[4i, 4i+4) x [4j, 4j+4)``.
         """
-        self._check_image(x)
+        self.check_image(x)
         h, w = x.shape[-2:]
         x = reflect_pad(x, 0, -w % SIZE_MULTIPLE, 0, -h % SIZE_MULTIPLE)
         return self.encoder(x)
