@@ -78,12 +78,17 @@ CANDIDATES: dict[str, dict] = {
         loss_network="vgg16_random", weights=LossWeights.offline(beta=0.7, lambda_f=3.0, lambda_o=150.0),
         reconet_steps=150, reconet_lr_schedule="constant", model={"channels": [16, 32, 64], "residual_blocks": 2}),
     "fine-tuned 200 steps at a constant rate: beta 0.7, lambda_f 3, lambda_o 200": dict(
-        loss_network="vgg16_random", weights=LossWeights.offline(beta=0.7), reconet_lr_schedule="constant"),
+        loss_network="vgg16_random", weights=LossWeights.offline(beta=0.7, lambda_f=3.0),
+        reconet_lr_schedule="constant"),
     "fine-tuned 200 steps, cosine: beta 0.7, lambda_f 3, lambda_o 200": dict(
-        loss_network="vgg16_random", weights=LossWeights.offline(beta=0.7)),
+        loss_network="vgg16_random", weights=LossWeights.offline(beta=0.7, lambda_f=3.0)),
     "fine-tuned 200 steps, cosine: beta 3, lambda_f 3, lambda_o 200": dict(
-        loss_network="vgg16_random", weights=LossWeights.offline(beta=3.0)),
-    "chosen: fine-tuned 200 steps, cosine, beta 2, lambda_f 3, lambda_o 200 (LossWeights.offline, QUICK_RECIPE)":
+        loss_network="vgg16_random", weights=LossWeights.offline(beta=3.0, lambda_f=3.0)),
+    "fine-tuned 200 steps, cosine: beta 2, lambda_f 3, lambda_o 200": dict(
+        loss_network="vgg16_random", weights=LossWeights.offline(lambda_f=3.0)),
+    "fine-tuned 200 steps, cosine: beta 2, alpha 1.5, lambda_f 3, lambda_o 200": dict(
+        loss_network="vgg16_random", weights=LossWeights.offline(alpha=1.5, lambda_f=3.0)),
+    "chosen: fine-tuned 200 steps, cosine, beta 2, lambda_f 1, lambda_o 200 (LossWeights.offline, QUICK_RECIPE)":
         dict(loss_network="vgg16_random"),
 }
 
