@@ -84,11 +84,11 @@ CANDIDATES: dict[str, dict] = {
         loss_network="vgg16_random", weights=LossWeights.offline(beta=0.7, lambda_f=3.0)),
     "fine-tuned 200 steps, cosine: beta 3, lambda_f 3, lambda_o 200": dict(
         loss_network="vgg16_random", weights=LossWeights.offline(beta=3.0, lambda_f=3.0)),
-    "fine-tuned 200 steps, cosine: beta 2, lambda_f 3, lambda_o 200": dict(
-        loss_network="vgg16_random", weights=LossWeights.offline(lambda_f=3.0)),
+    "fine-tuned 200 steps, cosine: beta 2, lambda_f 1, lambda_o 200": dict(
+        loss_network="vgg16_random", weights=LossWeights.offline(lambda_f=1.0)),
     "fine-tuned 200 steps, cosine: beta 2, alpha 1.5, lambda_f 3, lambda_o 200": dict(
         loss_network="vgg16_random", weights=LossWeights.offline(alpha=1.5, lambda_f=3.0)),
-    "chosen: fine-tuned 200 steps, cosine, beta 2, lambda_f 1, lambda_o 200 (LossWeights.offline, QUICK_RECIPE)":
+    "chosen: fine-tuned 200 steps, cosine, beta 2, lambda_f 3, lambda_o 200 (LossWeights.offline, QUICK_RECIPE)":
         dict(loss_network="vgg16_random"),
 }
 

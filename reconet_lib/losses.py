@@ -601,13 +601,13 @@ class LossWeights:
         and Gram term divided by its target's mean square, so every term starts near 1 whatever the scale),
         style at ``relu1_2``, ``relu2_2`` and ``relu3_3`` with equal weights summing to 1, content at
         ``relu2_2`` (the shallower layer keeps the picture's edges); beta 2 (beta 3 paints over more of the
-        structure of footage the network never saw, beta 0.7 leaves a blurred photograph), lambda_f 1 (3 smooths
-        away edges) and lambda_o 200 for the quick ReCoNet that is fine-tuned from the per-frame baseline. Chosen over the random multi-scale texture network
+        structure of footage the network never saw, beta 0.7 leaves a blurred photograph), lambda_f 3 and
+        lambda_o 200 for the quick ReCoNet that is fine-tuned from the per-frame baseline. Chosen over the random multi-scale texture network
         (:meth:`offline_texture`), over the classic absolute terms and over other weights by
         ``benchmarks/quick_recipe.py`` (table in ``docs/results.md``); ``overrides`` replace any field.
         """
         layers = ("relu1_2", "relu2_2", "relu3_3")
-        values = dict(alpha=1.0, beta=2.0, gamma=1.0, lambda_f=1.0, lambda_o=200.0, content_layer="relu2_2",
+        values = dict(alpha=1.0, beta=2.0, gamma=1.0, lambda_f=3.0, lambda_o=200.0, content_layer="relu2_2",
                       style_layer_weights={name: 1.0 / len(layers) for name in layers},
                       network="vgg16", normalise="relative")
         values.update(overrides)
