@@ -140,7 +140,18 @@ def show(pictures: Sequence, titles: Sequence[str] | None = None, *, jpeg: bool 
             ``row_labels``).
         jpeg: store the figure as a JPEG (photographs: several times smaller in a saved notebook than a PNG).
     """
-    fig = image_grid(pictures, titles, **grid)
+    show_figure(image_grid(pictures, titles, **grid), jpeg=jpeg)
+
+
+def show_figure(fig: Figure, *, jpeg: bool = False) -> None:
+    """Display a matplotlib ``Figure`` in the notebook once, as a PNG (or JPEG) image.
+
+    The library draws its figures without pyplot (``plot_losses``, the explorer's ``static_figure``, ``image_grid``),
+    so a notebook that never imports pyplot has no inline backend to turn a returned figure into a picture: it would
+    store only ``<Figure size ...>``. This writes the image itself.
+    """
+    if not isinstance(fig, Figure):
+        raise UserInputError(f"show_figure expects a matplotlib Figure; got {type(fig).__name__}")
     buffer = io.BytesIO()
     if jpeg:
         fig.savefig(buffer, format="jpeg", bbox_inches="tight", pil_kwargs={"quality": 88})

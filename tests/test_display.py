@@ -92,3 +92,18 @@ def test_show_displays_one_png_or_jpeg_and_leaves_no_pyplot_figure(monkeypatch):
     display.show([torch.rand(3, 8, 8)], ["x"], jpeg=True)
     assert len(shown) == 2 and plt.get_fignums() == before
     assert shown[0].data[:8] == b"\x89PNG\r\n\x1a\n" and shown[1].data[:2] == b"\xff\xd8"
+
+
+def test_show_figure_displays_a_pyplot_free_figure_as_an_image_not_its_text(monkeypatch, tmp_path):
+    from reconet_lib.train.log import plot_losses
+
+    shown = []
+    monkeypatch.setattr(display, "display", shown.append)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"step": 1, "total": 2.0}\n{"step": 2, "total": 1.0}\n')
+    fig = plot_losses({"run": run}, terms=["total"])
+    display.show_figure(fig)
+    assert len(shown) == 1 and shown[0].data[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(UserInputError, match="show_figure expects a matplotlib Figure; got str"):
+        display.show_figure("not a figure")
