@@ -43,6 +43,9 @@ class Style:
         source_url: where the file is downloaded from (None for procedural styles).
         sha256: digest of the exact file bytes (the downloaded image or the generated PNG).
         resource_name: the :mod:`reconet_lib.download` registry entry, or None for procedural styles.
+        free_to_show: False where the licence does not let a published notebook or page show the image itself
+            (still under copyright somewhere, or rights unknown); training on it and showing results is a
+            separate question, answered by ``licence_note``.
     """
 
     name: str
@@ -53,6 +56,7 @@ class Style:
     source_url: str | None
     sha256: str
     resource_name: str | None
+    free_to_show: bool = True
 
     @property
     def procedural(self) -> bool:
@@ -70,9 +74,10 @@ PROCEDURAL_SIZE = 512
 
 
 def _catalog() -> dict[str, Style]:
-    def downloaded(name: str, title: str, artist: str, year: int | None, licence_note: str) -> Style:
+    def downloaded(name: str, title: str, artist: str, year: int | None, licence_note: str, *,
+                   free_to_show: bool = True) -> Style:
         res = download.resource(f"style_{name}")
-        return Style(name, title, artist, year, licence_note, res.url, res.sha256, res.name)
+        return Style(name, title, artist, year, licence_note, res.url, res.sha256, res.name, free_to_show)
 
     styles = [
         downloaded(
@@ -81,12 +86,14 @@ def _catalog() -> dict[str, Style]:
             "EU) the work is protected until the end of 2043. It is used here, as in the original ReCoNet "
             "code, for research and teaching; do not redistribute stylised results commercially without "
             "checking the rights.",
+            free_to_show=False,
         ),
         downloaded(
             "candy", "Candy", "unknown (unattributed)", None,
             "The style image of the well-known fast-neural-style examples (Johnson et al. 2016 and the "
             "PyTorch examples). Its artist and licence are not stated there; treat its copyright status "
             "as unknown.",
+            free_to_show=False,
         ),
         downloaded(
             "composition", "Composition VII", "Wassily Kandinsky", 1913,

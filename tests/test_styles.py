@@ -138,6 +138,14 @@ def test_catalog_records_provenance_honestly():
             assert (res.sha256, res.url) == (style.sha256, style.source_url)
 
 
+def test_only_images_whose_licence_allows_are_free_to_show():
+    """A protected painting (autoportrait, until 2043) and one of unknown rights (candy) are never shown."""
+    hidden = {name for name in styles.list_styles() if not styles.get_style(name).free_to_show}
+    assert hidden == {"autoportrait", "candy"}
+    for name in hidden:
+        note = styles.get_style(name).licence_note
+        assert "NOT public domain" in note or "unknown" in note
+
 def test_style_path_offline_without_mirror_raises_a_download_error(monkeypatch, tmp_path):
     # Point the registry entry at a closed local port so the test never touches the internet.
     import socket
