@@ -29,11 +29,34 @@ def test_training_progress_shows_pairs_per_second_time_left_and_the_step(pairs_r
     train(config, progress=True, verbose=False)
     captured = capsys.readouterr()
     assert captured.err == ""  # the bar goes to stdout: nothing on stderr in a notebook or a terminal
-    final = captured.out.replace("\r", "\n").strip().splitlines()[-1]
+    *bar, record = captured.out.replace("\r", "\n").strip().splitlines()
+    final = bar[-1]
     assert re.search(r"\b6/6\b", final), final  # counts frame pairs: 3 steps x 2 pairs
     assert "pair/s" in final or "s/pair" in final, final  # the rate, in pairs
     assert re.search(r"<\d\d:\d\d", final), final  # time left
     assert "step=3/3" in final, final
+
+
+def test_training_with_progress_ends_with_one_plain_line_of_pairs_seconds_and_rate(pairs_root, tmp_path, capsys,
+                                                                                    monkeypatch):
+    # A notebook stores the progress widget in its first state ("0/6"): the plain line is what a static view shows.
+    monkeypatch.setenv("RECONET_DATA", str(tmp_path / "data"))
+    config = TrainConfig(data=[{"kind": "synthetic", "path": str(pairs_root)}], model="tiny", crop=(32, 32),
+                         batch_size=2, steps=4, vgg_weights=None, loss=LossWeights.offline(), style="mosaic",
+                         style_size=64, output=str(tmp_path / "run"), log_every=1, num_workers=0, device="cpu",
+                         precision="fp32", checkpoint_every=3)
+    train(config, progress=True, verbose=False, stop_after=3)
+    train(config, progress=True, verbose=False, resume=True)  # resumes from the last checkpoint (step 3)
+    records = [line for line in capsys.readouterr().out.replace("\r", "\n").splitlines()
+               if line.startswith("training: ") and " in " in line]
+    assert len(records) == 2, records
+    first = re.fullmatch(r"training: 6 pairs \(steps 1-3 of 4\) in (\d+\.\d) s, (\d+\.\d\d) pairs/s", records[0])
+    assert first, records[0]
+    seconds, rate = float(first[1]), float(first[2])
+    assert 6 / (seconds + 0.05) - 0.01 <= rate <= (6 / (seconds - 0.05) if seconds > 0.05 else float("inf")), records[0]
+    assert re.fullmatch(r"training: 2 pairs \(steps 4-4 of 4\) in \d+\.\d s, \d+\.\d\d pairs/s", records[1]), records[1]
+    train(config, progress=False, verbose=False, resume=True)  # nothing left to do and no bar: no line
+    assert "training: " not in capsys.readouterr().out
 
 
 def test_the_expected_time_is_said_before_training_starts(monkeypatch, tmp_path, capsys):
