@@ -9,6 +9,7 @@ import pytest
 
 from reconet_lib import synthetic
 from reconet_lib.losses import LossWeights
+from reconet_lib.resources import TutorialResources
 from reconet_lib.train import TrainConfig, train
 from reconet_lib.train import tutorial
 
@@ -75,6 +76,25 @@ def test_the_expected_time_is_said_before_training_starts(monkeypatch, tmp_path,
         tutorial.ensure_tutorial_checkpoints(quick=True, device="cpu", output_dir=tmp_path / "ckpt")
     assert len(calls) == 1
     assert "full mode: estimate, not measured" in tutorial.expected_time(False, 4000)
+
+
+def test_the_expected_time_online_is_that_of_the_imagenet_loss_network(monkeypatch, tmp_path, capsys):
+    # Online, quick mode trains with the ImageNet VGG-16 and the default weights (style up to relu4_3): longer.
+    monkeypatch.setenv("RECONET_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(tutorial, "tutorial_resources",
+                        lambda **kwargs: TutorialResources(loss_network="vgg16_imagenet", style="candy"))
+    announced = []
+
+    def fake_train(config, **kwargs):
+        announced.append(capsys.readouterr().out)
+        assert config.vgg_weights == "imagenet" and config.loss.vgg_layers[-1] == "relu4_3"
+        raise KeyboardInterrupt  # stop after the announcement: nothing is trained in this test
+
+    monkeypatch.setattr(tutorial, "train", fake_train)
+    with pytest.raises(KeyboardInterrupt):
+        tutorial.ensure_tutorial_checkpoints(quick=True, device="cpu", output_dir=tmp_path / "ckpt")
+    assert "quick mode with the ImageNet VGG-16: 150 steps, two to three minutes" in announced[0], announced
+    assert "one to two minutes" not in announced[0]
 
 
 def test_the_quick_recipe_is_what_tutorial_config_builds():
