@@ -9,6 +9,7 @@ import pytest
 
 from reconet_lib import synthetic
 from reconet_lib.losses import LossWeights
+from reconet_lib.resources import TutorialResources
 from reconet_lib.train import TrainConfig, train
 from reconet_lib.train import tutorial
 
@@ -29,11 +30,34 @@ def test_training_progress_shows_pairs_per_second_time_left_and_the_step(pairs_r
     train(config, progress=True, verbose=False)
     captured = capsys.readouterr()
     assert captured.err == ""  # the bar goes to stdout: nothing on stderr in a notebook or a terminal
-    final = captured.out.replace("\r", "\n").strip().splitlines()[-1]
+    *bar, record = captured.out.replace("\r", "\n").strip().splitlines()
+    final = bar[-1]
     assert re.search(r"\b6/6\b", final), final  # counts frame pairs: 3 steps x 2 pairs
     assert "pair/s" in final or "s/pair" in final, final  # the rate, in pairs
     assert re.search(r"<\d\d:\d\d", final), final  # time left
     assert "step=3/3" in final, final
+
+
+def test_training_with_progress_ends_with_one_plain_line_of_pairs_seconds_and_rate(pairs_root, tmp_path, capsys,
+                                                                                    monkeypatch):
+    # A notebook stores the progress widget in its first state ("0/6"): the plain line is what a static view shows.
+    monkeypatch.setenv("RECONET_DATA", str(tmp_path / "data"))
+    config = TrainConfig(data=[{"kind": "synthetic", "path": str(pairs_root)}], model="tiny", crop=(32, 32),
+                         batch_size=2, steps=4, vgg_weights=None, loss=LossWeights.offline(), style="mosaic",
+                         style_size=64, output=str(tmp_path / "run"), log_every=1, num_workers=0, device="cpu",
+                         precision="fp32", checkpoint_every=3)
+    train(config, progress=True, verbose=False, stop_after=3)
+    train(config, progress=True, verbose=False, resume=True)  # resumes from the last checkpoint (step 3)
+    records = [line for line in capsys.readouterr().out.replace("\r", "\n").splitlines()
+               if line.startswith("training: ") and " in " in line]
+    assert len(records) == 2, records
+    first = re.fullmatch(r"training: 6 pairs \(steps 1-3 of 4\) in (\d+\.\d) s, (\d+\.\d\d) pairs/s", records[0])
+    assert first, records[0]
+    seconds, rate = float(first[1]), float(first[2])
+    assert 6 / (seconds + 0.05) - 0.01 <= rate <= (6 / (seconds - 0.05) if seconds > 0.05 else float("inf")), records[0]
+    assert re.fullmatch(r"training: 2 pairs \(steps 4-4 of 4\) in \d+\.\d s, \d+\.\d\d pairs/s", records[1]), records[1]
+    train(config, progress=False, verbose=False, resume=True)  # nothing left to do and no bar: no line
+    assert "training: " not in capsys.readouterr().out
 
 
 def test_the_expected_time_is_said_before_training_starts(monkeypatch, tmp_path, capsys):
@@ -52,6 +76,25 @@ def test_the_expected_time_is_said_before_training_starts(monkeypatch, tmp_path,
         tutorial.ensure_tutorial_checkpoints(quick=True, device="cpu", output_dir=tmp_path / "ckpt")
     assert len(calls) == 1
     assert "full mode: estimate, not measured" in tutorial.expected_time(False, 4000)
+
+
+def test_the_expected_time_online_is_that_of_the_imagenet_loss_network(monkeypatch, tmp_path, capsys):
+    # Online, quick mode trains with the ImageNet VGG-16 and the default weights (style up to relu4_3): longer.
+    monkeypatch.setenv("RECONET_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(tutorial, "tutorial_resources",
+                        lambda **kwargs: TutorialResources(loss_network="vgg16_imagenet", style="candy"))
+    announced = []
+
+    def fake_train(config, **kwargs):
+        announced.append(capsys.readouterr().out)
+        assert config.vgg_weights == "imagenet" and config.loss.vgg_layers[-1] == "relu4_3"
+        raise KeyboardInterrupt  # stop after the announcement: nothing is trained in this test
+
+    monkeypatch.setattr(tutorial, "train", fake_train)
+    with pytest.raises(KeyboardInterrupt):
+        tutorial.ensure_tutorial_checkpoints(quick=True, device="cpu", output_dir=tmp_path / "ckpt")
+    assert "quick mode with the ImageNet VGG-16: 150 steps, two to three minutes" in announced[0], announced
+    assert "one to two minutes" not in announced[0]
 
 
 def test_the_quick_recipe_is_what_tutorial_config_builds():

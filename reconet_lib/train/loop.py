@@ -411,6 +411,9 @@ def _loop(run: _Run, state: RunState, runner: nn.Module, loader, stop: _StopRequ
                 break
     finally:
         bar.close()
+    if progress and run.procs.main:
+        _print_progress_record(config, state.step, state.step - start_step, pairs_per_step,
+                               time.perf_counter() - started)
     local_stop = stop.signum is not None and not run.procs.distributed  # several processes stop together only
     if (stopping or local_stop) and state.step < config.steps:
         _stop_for_signal(run, state, stop.signum or signal.SIGTERM, saved_step)
@@ -420,6 +423,17 @@ def _loop(run: _Run, state: RunState, runner: nn.Module, loader, stop: _StopRequ
         run.say(f"done: {state.step} steps in {seconds:.1f} s; checkpoint {last}")
     return TrainResult(run.output, last if last.is_file() else None, state.step, start_step,
                        state.step >= config.steps, state.nonfinite["total"] - skipped_before, history, seconds)
+
+
+def _print_progress_record(config: TrainConfig, step: int, steps_done: int, pairs_per_step: int,
+                           seconds: float) -> None:
+    """One plain line on stdout after the progress bar, e.g. ``training: 300 pairs (steps 1-150 of 150) in 80.2 s,
+    3.74 pairs/s``: a static record of the run, since a notebook stores a progress-bar widget in its first state
+    (``0/300``), whatever the bar showed live."""
+    pairs = steps_done * pairs_per_step
+    rate = f", {pairs / seconds:.2f} pairs/s" if seconds > 0 and pairs else ""
+    span = f"steps {step - steps_done + 1}-{step}" if steps_done else "no step"
+    print(f"training: {pairs} pairs ({span} of {config.steps}) in {seconds:.1f} s{rate}", flush=True)
 
 
 def _batches(loader, stop: _StopRequest):

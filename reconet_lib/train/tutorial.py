@@ -103,10 +103,19 @@ class QuickRecipe:
 QUICK_RECIPE = QuickRecipe()
 
 
-def expected_time(quick: bool, steps: int) -> str:
-    """What a learner should expect one tutorial model to take, said before it starts (quick: measured figures of
-    ``benchmarks/quick_recipe.py`` on a 2-core CPU, see ``docs/results.md``; full: the labelled Colab estimate)."""
+def expected_time(quick: bool, steps: int, loss_network: str = "vgg16_random") -> str:
+    """What a learner should expect one tutorial model to take, said before it starts.
+
+    Quick mode: measured on a 2-core CPU (``docs/results.md``). With the offline stand-in (``"vgg16_random"``,
+    style up to ``relu3_3``): one to two minutes per model. With the ImageNet VGG-16 (online, ``"vgg16_imagenet"``:
+    the default :class:`LossWeights`, style up to ``relu4_3``, about 1.5 times the loss network's work per step,
+    timed side by side with a VGG-16 of the same architecture): two to three minutes per model. Full mode: the
+    labelled Colab estimate.
+    """
     if quick:
+        if loss_network == "vgg16_imagenet":
+            return (f"quick mode with the ImageNet VGG-16: {steps} steps, two to three minutes on two idle CPU cores, "
+                    "several minutes while other programs keep them busy")
         return (f"quick mode: {steps} steps, one to two minutes on two idle CPU cores, a few minutes while other "
                 "programs keep them busy")
     return f"full mode: {recipe.colab_time_estimate(steps)}"
@@ -177,7 +186,8 @@ def ensure_tutorial_checkpoints(quick: bool, device, *, output_dir: str | os.Pat
         # Notebooks may run side by side: the first one trains, the others wait for it and reuse the result.
         with exclusive(folder / f".{run_dir.name}.lock", wait=True):
             if not _finished(last, config.steps):
-                print(f"training the tutorial's {name!r} model ({expected_time(quick, config.steps)}) into {run_dir}")
+                print(f"training the tutorial's {name!r} model ({expected_time(quick, config.steps, chosen.loss_network)}) "
+                      f"into {run_dir}")
                 train(config, resume=True, progress=progress, verbose=False)
         result[name] = last
     return {"reconet": result["reconet"], "baseline": result["baseline"]}
