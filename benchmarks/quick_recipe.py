@@ -88,8 +88,31 @@ CANDIDATES: dict[str, dict] = {
         loss_network="vgg16_random", weights=LossWeights.offline(lambda_f=1.0)),
     "fine-tuned 200 steps, cosine: beta 2, alpha 1.5, lambda_f 3, lambda_o 200": dict(
         loss_network="vgg16_random", weights=LossWeights.offline(alpha=1.5, lambda_f=3.0)),
-    "chosen: fine-tuned 200 steps, cosine, beta 2, lambda_f 3, lambda_o 200 (LossWeights.offline, QUICK_RECIPE)":
-        dict(loss_network="vgg16_random"),
+    "session 6: alpha 1.5, beta 2, lambda_f 3, lambda_o 200": dict(
+        loss_network="vgg16_random", weights=LossWeights.offline(alpha=1.5)),
+    "session 6: alpha 2, beta 2, lambda_f 3, lambda_o 200": dict(
+        loss_network="vgg16_random", weights=LossWeights.offline(alpha=2.0)),
+    "session 6: content relu1_2, beta 2, lambda_f 3, lambda_o 200": dict(
+        loss_network="vgg16_random", weights=LossWeights.offline(content_layer="relu1_2")),
+    "session 6: network 16-32-64, 1 block": dict(
+        loss_network="vgg16_random", model={"channels": [16, 32, 64], "residual_blocks": 1}),
+    "session 6: baseline 300 steps": dict(loss_network="vgg16_random", steps=300, reconet_steps=200),
+    "session 6: lr 4e-3": dict(loss_network="vgg16_random", lr=4e-3),
+    "session 6: baseline cosine too": dict(loss_network="vgg16_random", lr_schedule="cosine"),
+    "session 6: baseline cosine, lr 4e-3": dict(loss_network="vgg16_random", lr_schedule="cosine", lr=4e-3),
+    "session 6: no total variation (gamma 0)": dict(
+        loss_network="vgg16_random", weights=LossWeights.offline(gamma=0.0)),
+    "session 6: crop 96, baseline 300 steps": dict(loss_network="vgg16_random", crop=(96, 96), steps=300,
+                                                   reconet_steps=200),
+    "session 6: crop 112, baseline 300 steps": dict(loss_network="vgg16_random", crop=(112, 112), steps=300,
+                                                    reconet_steps=200),
+    "session 6: crop 112, baseline 300 steps, lambda_o 300": dict(
+        loss_network="vgg16_random", weights=LossWeights.offline(lambda_o=300.0), crop=(112, 112), steps=300,
+        reconet_steps=200),
+    "session 5 chosen: baseline 150 steps on 128 px crops, fine-tuned 200 steps, cosine, beta 2, lambda_f 3, "
+    "lambda_o 200": dict(loss_network="vgg16_random", crop=(128, 128), steps=150, reconet_steps=200),
+    "chosen: baseline 300 steps on 112 px crops, fine-tuned 200 steps, cosine, beta 2, lambda_f 3, lambda_o 200 "
+    "(LossWeights.offline, QUICK_RECIPE)": dict(loss_network="vgg16_random"),
 }
 
 
