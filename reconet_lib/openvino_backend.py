@@ -55,6 +55,7 @@ def openvino_module():
     try:
         # here, not at the top: an optional extra, needed only by this backend
         import openvino
+        import openvino.opset13  # noqa: F401 - the graph operation the post-processing adds (ov.opset13.multiply)
     except ImportError:
         raise UserInputError(f"running an exported model (--model) needs OpenVINO; {INSTALL_HINT}") from None
     return openvino
