@@ -18,16 +18,16 @@ Each runs twice: **quiet**, and **busy**, with one competing process spinning on
 second program, a browser tab or another notebook does to a laptop). Both CPU kinds: **native** (this CPU), and
 **avx2**, the AVX2-only settings of :data:`reconet_lib.precision.AVX2_ONLY_ENV` in the contenders' processes.
 OpenVINO and onnxruntime pick their kernels from ``cpuid`` themselves: these settings do not reach them (and
-OpenVINO refuses to start under ``ONEDNN_MAX_CPU_ISA``), so in the avx2 rows they keep AVX-512 and are given
-what their defaults choose on an AVX2 CPU, float32 (``INFERENCE_PRECISION_HINT=f32``): a comparison tilted in
-their favour. The project's OpenVINO backend runs there without ``ONEDNN_MAX_CPU_ISA`` too (the other two settings
-stay) and its policy picks float32 from them, as the OpenVINO loop is told to. The two OpenVINO contenders run back
-to back, so that they see the same load. Peak memory is the peak resident set size of the contender's process (``VmHWM``), imports included
-(PyTorch alone takes about 0.5 GB; OpenVINO about 55 MB), and beside it the peak above the process's size after
-its imports. **CPU s/frame** is the CPU time of the contender's process and its ffmpeg children from model loading
-to the closed file, per frame: unlike frames/s it hardly depends on what else the machine runs, so on a shared
-machine it is the figure to compare (a contender that needs 1.2x less CPU per frame is 1.2x faster on an
-otherwise idle machine whose cores it keeps busy).
+OpenVINO refuses to start under ``ONEDNN_MAX_CPU_ISA``), so in the avx2 rows they keep AVX-512 and are given what
+their defaults choose on an AVX2 CPU, float32 (``INFERENCE_PRECISION_HINT=f32``): a comparison tilted in their
+favour. The project's OpenVINO backend runs there without ``ONEDNN_MAX_CPU_ISA`` too (the other two settings stay)
+and its policy picks float32 from them, as the OpenVINO loop is told to. The two OpenVINO contenders run back to
+back, so that they see the same load. Peak memory is the peak resident set size of the contender's process
+(``VmHWM``), imports included (PyTorch alone takes about 0.5 GB; OpenVINO about 55 MB), and beside it the peak
+above the process's size after its imports. **CPU s/frame** is the CPU time of the contender's process and its
+ffmpeg children from model loading to the closed file, per frame: unlike frames/s it hardly depends on what else
+the machine runs, so on a shared machine it is the figure to compare (a contender that needs 1.2x less CPU per
+frame is 1.2x faster on an otherwise idle machine whose cores it keeps busy).
 
 Prints one table per CPU kind, each figure beside the OpenVINO loop's and the eager loop's; targets (issue 19): the
 project at least 1.2x the OpenVINO loop's frames/s and at most 1.5x its peak memory, and never slower than eager
@@ -219,7 +219,8 @@ def _table(kind: str, results: dict, loads: list[str]) -> None:
                     if "torch_imported" in r else "")
             print(f"  {load:5} {label:18} {r['fps']:6.2f} frames/s ({vs_ov}, {vs_eager})   CPU "
                   f"{r['cpu_s_per_frame']:5.2f} s/frame ({cpu_ov} less)   peak {r['peak_mb']:5.0f} MB ({mem_ov}; "
-                  f"{r['above_imports_mb']:4.0f} MB above imports)   {r['frames']} frames in {r['seconds']:.1f} s{note}")
+                  f"{r['above_imports_mb']:4.0f} MB above imports)   {r['frames']} frames in {r['seconds']:.1f} s"
+                  f"{note}")
 
 
 def main() -> None:
