@@ -20,14 +20,14 @@ second program, a browser tab or another notebook does to a laptop). Both CPU ki
 OpenVINO and onnxruntime pick their kernels from ``cpuid`` themselves: these settings do not reach them (and
 OpenVINO refuses to start under ``ONEDNN_MAX_CPU_ISA``), so in the avx2 rows they keep AVX-512 and are given what
 their defaults choose on an AVX2 CPU, float32 (``INFERENCE_PRECISION_HINT=f32``): a comparison tilted in their
-favour. The project's OpenVINO backend runs there without ``ONEDNN_MAX_CPU_ISA`` too (the other two settings stay)
-and its policy picks float32 from them, as the OpenVINO loop is told to. The two OpenVINO contenders run back to
-back, so that they see the same load. Peak memory is the peak resident set size of the contender's process
-(``VmHWM``), imports included (PyTorch alone takes about 0.5 GB; OpenVINO about 55 MB), and beside it the peak
-above the process's size after its imports. **CPU s/frame** is the CPU time of the contender's process and its
-ffmpeg children from model loading to the closed file, per frame: unlike frames/s it hardly depends on what else
-the machine runs, so on a shared machine it is the figure to compare (a contender that needs 1.2x less CPU per
-frame is 1.2x faster on an otherwise idle machine whose cores it keeps busy).
+favour. The project's OpenVINO backend runs under all three settings (it lifts ``ONEDNN_MAX_CPU_ISA`` for
+OpenVINO's first compile only) and its policy picks float32 from them, as the OpenVINO loop is told to. The two
+OpenVINO contenders run back to back, so that they see the same load. Peak memory is the peak resident set size of
+the contender's process (``VmHWM``), imports included (PyTorch alone takes about 0.5 GB; OpenVINO about 55 MB), and
+beside it the peak above the process's size after its imports. **CPU s/frame** is the CPU time of the contender's
+process and its ffmpeg children from model loading to the closed file, per frame: unlike frames/s it hardly depends
+on what else the machine runs, so on a shared machine it is the figure to compare (a contender that needs 1.2x less
+CPU per frame is 1.2x faster on an otherwise idle machine whose cores it keeps busy).
 
 Prints one table per CPU kind, each figure beside the OpenVINO loop's and the eager loop's; targets (issue 19): the
 project at least 1.2x the OpenVINO loop's frames/s and at most 1.5x its peak memory, and never slower than eager
@@ -177,7 +177,7 @@ def _run(contender: str, kind: str, files: dict, folder: Path, frames: int, busy
     env = dict(os.environ)
     if kind == "avx2":
         env.update(AVX2_ONLY_ENV)
-        if contender in ("openvino", "project-ov"):  # OpenVINO does not start under a oneDNN ISA cap (docstring)
+        if contender == "openvino":  # OpenVINO does not start under a oneDNN ISA cap (see the docstring)
             env.pop("ONEDNN_MAX_CPU_ISA")
     clip = files["clip"] if frames is None else files[f"clip{frames}"]
     command = [sys.executable, str(HERE), "--child", contender, "--kind", kind, "--clip", str(clip),

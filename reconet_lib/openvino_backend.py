@@ -23,6 +23,7 @@ Needs the ``openvino`` extra: ``pip install "reconet[openvino]"``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -46,7 +47,7 @@ INSTALL_HINT = 'install the openvino extra: pip install "reconet[openvino]"'
 #: Frames that may be stylised ahead of the next one to write, per stream (a slower stream, e.g. on a core another
 #: program holds, lets the others run ahead only this far; each waiting frame is one uint8 image).
 AHEAD_PER_STREAM = 2
-#: oneDNN caps that OpenVINO's CPU plugin does not start under (it fails to build its convolutions).
+#: oneDNN caps (meant for torch's oneDNN) under which OpenVINO's CPU plugin fails to build its convolutions.
 _ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 
 
@@ -115,18 +116,14 @@ class OpenVinoNetwork:
         half: see :func:`openvino_plan`.
         streams: frames run at once (default one per core).
     Raises:
-        UserInputError: the extra missing, an unreadable or unsuitable file, non-finite weights, a oneDNN cap in
-            the environment, or a frame size the graph does not take; each one line.
+        UserInputError: the extra missing, an unreadable or unsuitable file, non-finite weights, or a frame size
+            the graph does not take; each one line.
     """
 
     def __init__(self, path: str | os.PathLike, frame_size: tuple[int, int], *, half: bool | None = None,
                  streams: int | None = None):
         ov = openvino_module()
         self.path = check_model_path(path)
-        capped = [f"{name}={os.environ[name]}" for name in _ISA_CAPS if os.environ.get(name)]
-        if capped:
-            raise UserInputError(f"OpenVINO cannot run under {capped[0]} (its CPU plugin fails to build "
-                                 "convolutions); unset it, or use --checkpoint")
         core = ov.Core()
         self.plan = openvino_plan(core, half, streams)
         model = _read_model(core, self.path)
@@ -135,7 +132,8 @@ class OpenVinoNetwork:
         config = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(self.plan.streams),
                   "INFERENCE_NUM_THREADS": str(self.plan.streams), "INFERENCE_PRECISION_HINT": self.plan.precision}
         try:
-            self.compiled = core.compile_model(model, "CPU", config)
+            with _onednn_cap_lifted():
+                self.compiled = core.compile_model(model, "CPU", config)
         except RuntimeError as exc:
             raise UserInputError(f"OpenVINO cannot compile model {self.path} for frames of "
                                  f"{frame_size[1]}x{frame_size[0]}: {_last_line(exc)}") from None
@@ -156,6 +154,19 @@ class OpenVinoNetwork:
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         """Stylise one ``(H, W, 3)`` uint8 frame (synchronously; :meth:`stylize` runs the streams in parallel)."""
         return next(iter(self.stylize(iter([frame]))))[1]
+
+
+@contextlib.contextmanager
+def _onednn_cap_lifted() -> Iterator[None]:
+    """Lift a oneDNN ISA cap (``ONEDNN_MAX_CPU_ISA``, one of the AVX2-only settings, meant for torch's oneDNN) while
+    OpenVINO's CPU plugin first compiles: under it the plugin fails to build its convolutions. Its own oneDNN reads
+    the cap once, at that first compile; the variable is back as it was when this returns, and the policy has
+    already chosen float32 from it. No other thread of the pipeline runs yet."""
+    saved = {name: os.environ.pop(name) for name in _ISA_CAPS if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def _last_line(exc: BaseException) -> str:
