@@ -68,6 +68,8 @@ def test_float32_output_matches_pytorch_to_one_rounding_level_on_few_pixels(tiny
     frames = _frames()
     network = openvino_backend.OpenVinoNetwork(files["onnx"], frames.shape[1:3], half=False)
     assert network.plan.precision == "f32"
+    # every instance normalisation was rewritten as one 4-D operation (and the output still agrees, below)
+    assert network.norms_rewritten == sum(isinstance(m, torch.nn.InstanceNorm2d) for m in tiny.modules()) > 0
     got = np.stack([out for _, out in network.stylize(iter(frames))]).astype(int)
     expected = _torch_uint8(tiny, frames).astype(int)
     assert got.shape == expected.shape
