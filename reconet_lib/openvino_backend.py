@@ -156,7 +156,7 @@ class OpenVinoNetwork:
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         """Stylise one ``(H, W, 3)`` uint8 frame (synchronously; :meth:`stylize` runs the streams in parallel)."""
-        return next(iter(self.stylize(iter([frame]))))[1]
+        return list(self.stylize(iter([frame])))[0][1]
 
 
 @contextlib.contextmanager
@@ -199,7 +199,11 @@ def _read_model(core, path: Path):
 
 def _with_uint8_frames(ov, model, path: Path, frame_size: tuple[int, int]):
     """The model reshaped to one ``(H, W)`` frame, taking ``(1, H, W, 3)`` uint8 and returning ``(1, H, W, 3)``
-    float in [0, 255] (OpenVINO's pre- and post-processing: layout, type, scale)."""
+    float in [0, 255] (OpenVINO's pre- and post-processing: layout, type, scale).
+
+    With the rounding in :class:`_InOrder` (clip, round half to even) this is :mod:`reconet_lib.images`' conversion
+    rule, written a second time because here it runs inside the compiled graph and without torch; the tests hold
+    the two to one grey level (``tests/test_openvino_backend.py``)."""
     h, w = frame_size
     try:
         model.reshape({model.inputs[0]: ov.PartialShape([1, 3, h, w])})
