@@ -145,13 +145,7 @@ class OpenVinoNetwork:
     def stylize(self, frames: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(input, stylised)`` uint8 ``(H, W, 3)`` pairs, in the order of ``frames``, ``streams`` at once."""
         runner = _InOrder(self._queue_class(self.compiled, self.plan.streams), AHEAD_PER_STREAM * self.plan.streams)
-        try:
-            for frame in frames:
-                runner.submit(frame)
-                yield from runner.ready()
-            yield from runner.drain()
-        finally:
-            runner.close()
+        yield from runner.run(frames)
         self.seconds = runner.seconds / self.plan.streams
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
@@ -285,10 +279,14 @@ def _other_input(node, this):
 
 
 class _InOrder:
-    """Frames through an ``AsyncInferQueue``: each to the first free request, results handed back in order."""
+    """Frames through an ``AsyncInferQueue``: each to the first free request, results handed back in order.
+
+    At most ``ahead`` frames are in flight or done but not yet handed back: when a slow request holds the next
+    frame to hand back, the others run ahead only that far, and then :meth:`run` waits for that frame.
+    """
 
     def __init__(self, requests, ahead: int):
-        self.requests, self.ahead = requests, ahead
+        self.requests, self.ahead = requests, max(1, ahead)
         self.done: dict[int, np.ndarray] = {}
         self.inputs: dict[int, np.ndarray] = {}
         self.errors: list[BaseException] = []
@@ -296,6 +294,19 @@ class _InOrder:
         self.submitted = self.emitted = 0
         self.seconds = 0.0
         requests.set_callback(self._finished)
+
+    def run(self, frames: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(input, output)`` for every frame of ``frames``, in their order."""
+        try:
+            for frame in frames:
+                while self.submitted - self.emitted >= self.ahead:  # the next frame to hand back is late
+                    yield from self._next()
+                self._submit(frame)
+                yield from self._ready()
+            while self.emitted < self.submitted:
+                yield from self._next()
+        finally:
+            self.requests.wait_all()
 
     def _finished(self, request, index: int) -> None:  # in OpenVINO's thread
         try:
@@ -307,15 +318,14 @@ class _InOrder:
             self.seconds += request.latency / 1000
             self.condition.notify_all()
 
-    def submit(self, frame: np.ndarray) -> None:
-        with self.condition:  # not too far ahead of the next frame to write
-            self.condition.wait_for(lambda: self.submitted - self.emitted < self.ahead or self.errors)
+    def _submit(self, frame: np.ndarray) -> None:
         self._raise()
         self.inputs[self.submitted] = frame
         self.requests.start_async({0: frame[None]}, self.submitted)
         self.submitted += 1
 
-    def ready(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _ready(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Hand back every frame that is done, in order, up to the first one that is not."""
         while True:
             self._raise()
             with self.condition:
@@ -325,14 +335,11 @@ class _InOrder:
             yield self.inputs.pop(self.emitted), out
             self.emitted += 1
 
-    def drain(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        while self.emitted < self.submitted:
-            with self.condition:
-                self.condition.wait_for(lambda: self.emitted in self.done or self.errors)
-            yield from self.ready()
-
-    def close(self) -> None:
-        self.requests.wait_all()
+    def _next(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Wait for the next frame to hand back, then hand back it and every one done after it."""
+        with self.condition:
+            self.condition.wait_for(lambda: self.emitted in self.done or self.errors)
+        yield from self._ready()
 
     def _raise(self) -> None:
         if self.errors:

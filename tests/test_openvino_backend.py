@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -96,6 +98,44 @@ def test_frames_come_back_in_order_with_several_streams(tiny, files):
     assert [p[0] is f or np.array_equal(p[0], f) for p, f in zip(pairs, frames)] == [True] * 9
     expected = _torch_uint8(tiny, frames).astype(int)
     assert np.abs(np.stack([p[1] for p in pairs]).astype(int) - expected).max() <= 1
+
+
+class _StalledFirstRequest:
+    """Stands in for ``AsyncInferQueue``: frame 0's request finishes only after ``delay`` seconds (a stream on a
+    core another program holds), every other frame at once; the output is the input as floats (``(1, H, W, 3)``)."""
+
+    def __init__(self, delay: float):
+        self.delay, self.timers, self.callback = delay, [], None
+
+    def set_callback(self, callback):
+        self.callback = callback
+
+    def start_async(self, inputs, index):
+        request = SimpleNamespace(latency=1.0, get_output_tensor=lambda _, x=inputs[0]: SimpleNamespace(
+            data=x.astype(np.float32)))
+        if index == 0:
+            self.timers.append(threading.Timer(self.delay, self.callback, (request, index)))
+            self.timers[-1].start()
+        else:
+            self.callback(request, index)
+
+    def wait_all(self):
+        for timer in self.timers:
+            timer.join()
+
+
+def test_frames_come_back_in_order_when_one_stream_stalls_past_the_look_ahead():
+    """A late frame 0 lets the others run ahead by the look-ahead only; then the runner waits for frame 0 (an
+    earlier version waited for a frame to be handed back instead, which only it could do: a deadlock)."""
+    frames = [np.full((2, 3, 3), k, np.uint8) for k in range(12)]
+    runner = openvino_backend._InOrder(_StalledFirstRequest(delay=0.3), ahead=4)
+    result: list = []
+    worker = threading.Thread(target=lambda: result.extend(runner.run(iter(frames))), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the runner hung"
+    assert [int(out[0, 0, 0]) for _, out in result] == list(range(12))
+    assert all(inp is frame for (inp, _), frame in zip(result, frames))
 
 
 def test_whole_video_matches_the_pytorch_pipeline_frame_for_frame(tiny, files, tmp_path):
