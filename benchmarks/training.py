@@ -21,10 +21,14 @@ The loss network has RANDOM weights (speed does not depend on them), the style i
     python benchmarks/training.py --quick            # CPU-sized: 128x128 and 180x320, a few steps
     python benchmarks/training.py --device cpu --preset demo --steps 5
     python benchmarks/training.py --warp             # only: warp (grid_sample) vs its gather derivation, side by side
+    python benchmarks/training.py --quick --precisions fp32 --warp-forms grid_sample,gather   # whole runs, before/after
 
 ``--warp`` times the backward warp both temporal losses call every step, forward and backward, on the output
 ``(2, 3, H, W)`` and on paper-model features ``(2, 192, H/4, W/4)``: ``reconet_lib.warp.warp`` (``F.grid_sample``)
 against ``warp_by_gather`` (the hand-written four-tap gather it replaced), alternating calls in one process.
+``--warp-forms grid_sample,gather`` runs the whole benchmark (real ``train()``, both loaders) once with each form of
+the warp the temporal losses call (``gather``: ``losses.warp`` set to the gather form in the child process, the
+training before the change), each size and precision's runs back to back.
 """
 from __future__ import annotations
 
@@ -56,8 +60,20 @@ class _SamePair(torch.utils.data.Dataset):
         return self.sample
 
 
+def _gather_warp(image, flow, *, mode="bilinear", return_valid=False):
+    """The warp before ``F.grid_sample``: the same answer by the hand-written gather (``warp_by_gather``)."""
+    from reconet_lib.warp import inside_mask, warp_by_gather
+
+    out = warp_by_gather(image, flow, mode=mode)
+    return (out, inside_mask(flow).expand(out.shape[0], -1, -1, -1)) if return_valid else out
+
+
 def child(args) -> None:
     """Train for ``warmup + steps`` steps in this process; print steps/second after the warm-up and peak memory."""
+    if args.warp_form == "gather":  # the training before the grid_sample warp
+        from reconet_lib import losses
+
+        losses.warp = _gather_warp
     device = policy.parse_device(args.device)
     height, width = args.height, args.width
     config = train_mod.TrainConfig(
@@ -113,11 +129,7 @@ def loss_step_speed(device: torch.device, height: int, width: int, preset: str, 
     """
     from reconet_lib import losses
     from reconet_lib.network import ReCoNet, ReCoNetConfig
-    from reconet_lib.warp import inside_mask, warp, warp_by_gather
-
-    def gather(image, flow, *, mode="bilinear", return_valid=False):  # the warp before: same answer, by gathers
-        out = warp_by_gather(image, flow, mode=mode)
-        return (out, inside_mask(flow).expand(out.shape[0], -1, -1, -1)) if return_valid else out
+    from reconet_lib.warp import warp
 
     generator = torch.Generator().manual_seed(0)
     model = ReCoNet(ReCoNetConfig.preset(preset)).to(device).train()
@@ -134,7 +146,7 @@ def loss_step_speed(device: torch.device, height: int, width: int, preset: str, 
     best = {}
     try:
         for _ in range(rounds):
-            for name, fn in (("grid_sample", warp), ("gather", gather)):
+            for name, fn in (("grid_sample", warp), ("gather", _gather_warp)):
                 losses.warp = fn
                 t0 = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
@@ -149,13 +161,14 @@ def loss_step_speed(device: torch.device, height: int, width: int, preset: str, 
           f"with gather {1 / best['gather']:.3f} steps/s ({best['gather'] / best['grid_sample']:.2f}x)")
 
 
-def run_child(args, height: int, width: int, precision: str, loader: str, folder: Path) -> dict:
-    output = folder / f"{height}x{width}-{precision}-{loader}"
+def run_child(args, height: int, width: int, precision: str, loader: str, folder: Path,
+              warp_form: str = "grid_sample") -> dict:
+    output = folder / f"{height}x{width}-{precision}-{loader}-{warp_form}"
     command = [
         sys.executable, __file__, "--child", "--device", args.device, "--preset", args.preset,
         "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
         "--height", str(height), "--width", str(width), "--precision", precision, "--loader", loader,
-        "--output", str(output),
+        "--output", str(output), "--warp-form", warp_form,
     ] + (["--quick"] if args.quick else [])
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -175,6 +188,9 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,mixed", help="comma-separated: fp32, mixed, bf16, fp16")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--warp", action="store_true", help="only time warp against its gather form")
+    parser.add_argument("--warp-forms", default="grid_sample",
+                        help="comma-separated: grid_sample (now), gather (before): whole runs with each")
+    parser.add_argument("--warp-form", default="grid_sample", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--height", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--width", type=int, help=argparse.SUPPRESS)
@@ -208,19 +224,20 @@ def main() -> None:
     print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"preset {args.preset!r}, batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps, "
           f"loss network with RANDOM weights (speed only)")
-    print(f"{'size HxW':>9} {'precision':>9} {'excluded':>13} {'included':>13} {'incl/excl':>9} "
+    print(f"{'size HxW':>9} {'precision':>9} {'warp':>11} {'excluded':>13} {'included':>13} {'incl/excl':>9} "
           f"{'peak memory (excl / incl)':>27}")
     rows = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="reconet-train-bench-") as tmp:
         for height, width in sizes:
             for precision in precisions:
-                excluded = run_child(args, height, width, precision, "memory", Path(tmp))
-                included = run_child(args, height, width, precision, "real", Path(tmp))
-                row = {"height": height, "width": width, "precision": precision, "batch_size": args.batch_size,
-                       "loader_excluded": excluded, "loader_included": included}
-                rows.append(row)
-                print(_format(row, device), flush=True)
+                for form in args.warp_forms.split(","):
+                    excluded = run_child(args, height, width, precision, "memory", Path(tmp), form)
+                    included = run_child(args, height, width, precision, "real", Path(tmp), form)
+                    row = {"height": height, "width": width, "precision": precision, "batch_size": args.batch_size,
+                           "warp": form, "loader_excluded": excluded, "loader_included": included}
+                    rows.append(row)
+                    print(_format(row, device), flush=True)
     print(f"({time.perf_counter() - started:.0f} s in all; steps/s of the whole training step incl. the VGG-16 loss "
           f"network; 'peak memory' is {'max_memory_allocated' if device.type == 'cuda' else 'peak RSS'})")
     if args.json:
@@ -231,10 +248,11 @@ def _format(row: dict, device: torch.device) -> str:
     ex, inc = row["loader_excluded"], row["loader_included"]
     size = f"{row['height']}x{row['width']}"
     if "error" in ex or "error" in inc:
-        return f"{size:>9} {row['precision']:>9}  failed: {ex.get('error') or inc.get('error')}"
+        return f"{size:>9} {row['precision']:>9} {row['warp']:>11}  failed: {ex.get('error') or inc.get('error')}"
     key = "peak_gpu_mb" if device.type == "cuda" else "peak_rss_mb"
     memory = f"{ex[key] / 1024:.2f} / {inc[key] / 1024:.2f} GB"
-    return (f"{size:>9} {row['precision']:>9} {ex['steps_per_s']:>7.2f} step/s {inc['steps_per_s']:>7.2f} step/s "
+    return (f"{size:>9} {row['precision']:>9} {row['warp']:>11} {ex['steps_per_s']:>7.3f} step/s "
+            f"{inc['steps_per_s']:>7.3f} step/s "
             f"{inc['steps_per_s'] / ex['steps_per_s']:>9.0%} {memory:>27}")
 
 

@@ -89,27 +89,57 @@ class OneLineParser(argparse.ArgumentParser):
         return parsed
 
 
-def build_parser() -> argparse.ArgumentParser:
-    wait_passively()  # the `reconet` entry point: before the commands' modules import torch (cpu_threads)
-    # Imported here on purpose: OpenMP reads its wait policy when torch is first imported, so after the line above.
-    from . import evaluate, export, stylize, train
+#: The sub-commands in the order ``reconet --help`` lists them.
+COMMANDS = ("train", "stylize", "evaluate", "export")
 
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``reconet`` parser with every sub-command, or with just ``only`` (one of :data:`COMMANDS`).
+
+    :func:`main` builds just the command it runs: the command modules import what their commands need (torch for
+    most), and ``reconet stylize --model`` must not pay for the others (:mod:`reconet_lib.stylize_command`).
+    """
+    wait_passively()  # the `reconet` entry point: before the commands' modules import torch (cpu_threads)
     parser = OneLineParser(
         prog="reconet",
         description="ReCoNet real-time coherent video style transfer: train, stylise, evaluate, export.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    train.add_train_command(sub)
-    stylize.add_stylize_command(sub)
-    evaluate.add_evaluate_command(sub)
-    export.add_export_command(sub)
+    for name in COMMANDS if only is None else (only,):
+        _add_command(sub, name)
     return parser
+
+
+def _add_command(sub, name: str) -> None:
+    """Import the module of command ``name`` and register its parser."""
+    # Imported here on purpose: OpenMP reads its wait policy when torch is first imported, so after wait_passively;
+    # and only the command that runs is imported (stylize --model imports no torch).
+    if name == "train":
+        from . import train  # after wait_passively; only when this command runs
+        train.add_train_command(sub)
+    elif name == "stylize":
+        from . import stylize_command  # after wait_passively; only when this command runs
+        stylize_command.add_stylize_command(sub)
+    elif name == "evaluate":
+        from . import evaluate  # after wait_passively; only when this command runs
+        evaluate.add_evaluate_command(sub)
+    elif name == "export":
+        from . import export  # after wait_passively; only when this command runs
+        export.add_export_command(sub)
+    else:
+        raise ValueError(f"no command {name!r}")
+
+
+def _command_named(argv: list[str] | None) -> str | None:
+    """The sub-command the command line names (its first word), or None (``--help``, a mistake: every command)."""
+    argv = sys.argv[1:] if argv is None else argv
+    return argv[0] if argv and argv[0] in COMMANDS else None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; user errors print one line on stderr and return a non-zero exit status."""
-    parser = build_parser()
+    parser = build_parser(_command_named(argv))
     args = parser.parse_args(argv)  # usage errors: one line, SystemExit(2); --help: SystemExit(0)
     try:
         with stop_signals_interrupt():

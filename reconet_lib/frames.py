@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import images
 from .errors import UserInputError
 from .sizes import Size, resolve_size
 
@@ -86,6 +85,10 @@ def resize_frame(frame: np.ndarray, size: Size | None) -> np.ndarray:
     """
     if size is None:
         return frame
+    # here, not at the top: the resize runs in torch, and decoding without resizing (the OpenVINO backend)
+    # must not import it
+    from . import images
+
     return images.resize_pixels(frame, resolve_size(size, frame.shape[:2]))
 
 

@@ -29,6 +29,10 @@ suite checks that it sees the emulated case as slower), but it does not decide: 
 can be off by a factor of ten.
 
 ``RECONET_CPU_BF16=1`` or ``=0`` overrides the decision (for experiments; the notebooks never set it).
+
+The CPU's flags, the AVX2-only settings and that override are read in :mod:`reconet_lib.cpu_features`, which
+imports no torch and applies the same rule to runtimes with their own kernels (the OpenVINO backend,
+:func:`reconet_lib.cpu_features.runtime_precision`).
 """
 from __future__ import annotations
 
@@ -41,15 +45,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .cpu_features import AVX2_ONLY_ENV, CPU_BF16_ENV, cpu_flags, forced_cpu_bf16  # noqa: F401 - re-exported
 from .errors import UserInputError
 
-#: Environment variable that forces the CPU bfloat16 decision: ``1`` (use bf16) or ``0`` (use fp32).
-CPU_BF16_ENV = "RECONET_CPU_BF16"
-#: Settings that make a process behave like an AVX2-only CPU (AMD Zen 3, most laptops) on any x86 machine: torch's
-#: own kernels at AVX2, oneDNN's convolutions capped at AVX2 (so bfloat16 is emulated, as there), and MKL's matrix
-#: multiply at AVX2. ``bash run.sh test`` runs the notebooks under them so that CI exercises the slow-bf16 path
-#: even on a machine with native bfloat16. Each must be set before torch is imported (a new process).
-AVX2_ONLY_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 #: Training precisions a user can ask for.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -144,19 +142,6 @@ def _private_torch_check(owner: str, name: str) -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str] | None:
-    """The CPU's feature flags as the operating system lists them (``/proc/cpuinfo`` on Linux); None elsewhere."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return frozenset(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return None
-
-
 def _hardware_bf16() -> bool:
     """The CPU has AVX512-BF16 or AMX tiles (the OS's flags; torch's cpuid helpers where the OS lists none)."""
     flags = cpu_flags()
@@ -199,13 +184,10 @@ def cpu_precision_report() -> CpuPrecisionReport:
     """The CPU bfloat16 decision with its evidence, computed once per process (see the module docstring)."""
     capability = torch.backends.cpu.get_cpu_capability()
     hardware, onednn = _hardware_bf16(), _onednn_bf16()
-    forced = os.environ.get(CPU_BF16_ENV, "").strip().lower()
-    if forced in ("0", "1"):
-        native = forced == "1"
-        return CpuPrecisionReport(capability, hardware, onednn, native,
-                                  f"{CPU_BF16_ENV}={forced}: {'bfloat16' if native else 'float32'} by request")
-    if forced:
-        raise UserInputError(f"{CPU_BF16_ENV}={forced!r} is not understood; use 1 (bfloat16), 0 (float32) or unset it")
+    forced = forced_cpu_bf16()
+    if forced is not None:
+        return CpuPrecisionReport(capability, hardware, onednn, forced,
+                                  f"{CPU_BF16_ENV}={int(forced)}: {'bfloat16' if forced else 'float32'} by request")
     if not hardware:
         return CpuPrecisionReport(capability, hardware, onednn, False,
                                   f"float32: this CPU ({capability}) has no native bfloat16 (no AVX512-BF16/AMX), "

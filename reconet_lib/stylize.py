@@ -1,7 +1,7 @@
-"""Stylising a whole video with a trained ReCoNet, and the ``reconet stylize`` command.
+"""Stylising a whole video with a trained ReCoNet in PyTorch (``reconet stylize --checkpoint``).
 
 :func:`stylize_video` runs the network on batches of frames while a reader thread decodes the next frames and a
-writer thread encodes the previous ones, through bounded queues (memory does not grow with the video's length):
+writer thread encodes the previous ones, through bounded queues (memory does not grow with the video's length; :mod:`reconet_lib.pipeline`):
 
     read_timed_frames --(uint8 batches)--> network (this thread) --(uint8 batches)--> write_timed_video / write_timed_frames
 
@@ -22,16 +22,8 @@ caller as the error it is (for a user's fault: one :class:`~reconet_lib.errors.U
 from __future__ import annotations
 
 import argparse
-import collections
-import contextlib
 import os
-import queue
-import threading
 import time
-from dataclasses import dataclass
-from fractions import Fraction
-from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -40,49 +32,14 @@ from tqdm.auto import tqdm
 from . import images, memory
 from .blend import StreamBlender, check_alpha
 from .checkpoint import load_model
-from .codec import VIDEO_SUFFIXES, write_timed_video
 from .errors import UserInputError
 from .files import prepared_output
-from .frame_folders import is_output_name, write_timed_frames
-from .frames import DEFAULT_FPS, check_fps, constant_times
+from .frame_folders import is_output_name
 from .inference import optimize_for_inference
 from .network import ReCoNet
+from .pipeline import QUEUE_BATCHES, Job, Pipeline, StylizeReport, plan
 from .precision import autocast, inference_autocast, inference_streams, parse_device, synchronize
-from .sizes import Size, check_size, format_size, resolve_size, size_arg
-from .video import probe, read_timed_frames
-
-#: Batches each queue between the pipeline's stages holds (decoded, and stylised waiting to be encoded).
-QUEUE_BATCHES = 3
-
-
-@dataclass(frozen=True)
-class StylizeReport:
-    """What :func:`stylize_video` did.
-
-    Attributes:
-        frames: number of frames stylised.
-        seconds: wall-clock time from the first decoded frame being requested to the output being complete.
-        model_fps: frames per second of the network alone (time inside model calls, CUDA-synchronised).
-        end_to_end_fps: ``frames / seconds``: decoding, conversion, network, encoding and writing together.
-        output: the file or folder written.
-        model_seconds: the time spent inside model calls.
-    """
-
-    frames: int
-    seconds: float
-    model_fps: float
-    end_to_end_fps: float
-    output: Path
-    model_seconds: float = 0.0
-
-    @property
-    def summary(self) -> str:
-        ratio = self.end_to_end_fps / self.model_fps if self.model_fps else float("nan")
-        return (
-            f"stylised {self.frames} frames in {self.seconds:.2f} s: network {self.model_fps:.1f} frames/s, "
-            f"end to end {self.end_to_end_fps:.1f} frames/s ({ratio:.0%} of the network's rate) -> {self.output}"
-        )
-
+from .sizes import Size, format_size
 
 # --------------------------------------------------------------------------------------------------------------
 # The network as the pipeline runs it
@@ -218,188 +175,18 @@ def check_memory(model: torch.nn.Module, frame_size: tuple[int, int], batch_size
 # --------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Job:
-    """What :func:`stylize_video` will do, checked before any frame is decoded."""
-
-    source: object
-    output: Path
-    to_video: bool
-    fps: float
-    time_base: Fraction | None  # the source's, when its frame times are kept; None: evenly spaced at ``fps``
-    audio_from: Path | None
-    size: Size | None
-    frame_size: tuple[int, int]
-    frame_count: int | None
-    batch_size: int
-    side_by_side: bool
-    allow_short: bool
-
-
-def _plan(source, output, *, batch_size, size, fps, side_by_side, allow_short) -> _Job:
-    """Check the arguments and the source (probed, not decoded); the output location is checked by the caller."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserInputError(f"batch_size={batch_size!r} must be a positive integer")
-    size = check_size(size)
-    if fps is not None:
-        fps = check_fps(fps)
-    info = probe(source)
-    output = Path(output)
-    to_video = output.suffix.lower() in VIDEO_SUFFIXES
-    if not to_video and output.suffix:
-        raise UserInputError(f"output {output} must end in .mp4 (a video) or have no suffix (a folder of PNG frames)")
-    if info.path is not None and output.resolve() == info.path.resolve():
-        raise UserInputError(f"the output {output} is the input; choose another output path")
-    return _Job(
-        source=source, output=output, to_video=to_video, fps=fps or info.fps or DEFAULT_FPS,
-        time_base=info.time_base if fps is None else None,
-        audio_from=info.path if (to_video and info.has_audio) else None, size=size,
-        frame_size=resolve_size(size, info.size), frame_count=info.frame_count, batch_size=batch_size,
-        side_by_side=side_by_side, allow_short=allow_short,
-    )
-
-
-class _Stop(Exception):
-    """Raised inside a pipeline stage when another stage has failed."""
-
-
-@dataclass
-class _Failure:
-    error: BaseException
-
-
-_END = object()
-
-
-class _Pipeline:
-    """The reader and writer threads of one run and the two bounded queues between them and the network."""
-
-    def __init__(self, job: _Job, pin: bool):
-        self.job, self.pin = job, pin
-        self.stop = threading.Event()
-        self.decoded: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
-        self.stylised: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
-        self.writer_errors: list[BaseException] = []
-        self.times: collections.deque[Fraction] = collections.deque()  # of frames decoded, not yet written
-        self.reader = threading.Thread(target=self._read, name="reconet-decode", daemon=True)
-        self.writer = threading.Thread(target=self._write, name="reconet-encode", daemon=True)
-
-    def __enter__(self) -> "_Pipeline":
-        self.reader.start()
-        self.writer.start()
-        return self
-
-    def __exit__(self, kind, error, traceback) -> None:
-        if kind is not None:
-            self.stop.set()
-        self.writer.join()
-        self.stop.set()
-        self.reader.join()
-
-    def batches(self) -> Iterator[torch.Tensor]:
-        """The decoded ``(B, H, W, 3)`` uint8 batches; re-raises the reader's error; stops when the writer failed."""
-        while True:
-            try:
-                item = _get(self.decoded, self.stop)
-            except _Stop:
-                return
-            if item is _END:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-
-    def put(self, inputs: np.ndarray, outputs: np.ndarray) -> bool:
-        """Hand a stylised batch to the writer; False once the writer has failed."""
-        return _put(self.stylised, (inputs, outputs), self.stop)
-
-    def finish(self) -> None:
-        """Tell the writer that no more batches come, wait for it and re-raise its error."""
-        _put(self.stylised, _END, self.stop)
-        self.writer.join()
-        if self.writer_errors:
-            raise self.writer_errors[0]
-
-    def _read(self) -> None:
-        job = self.job
-        try:
-            batch: list[np.ndarray] = []
-            timed = read_timed_frames(job.source, size=job.size, allow_short=job.allow_short)
-            with contextlib.closing(timed):
-                for seconds, frame in timed:
-                    batch.append(frame)
-                    self.times.append(seconds)
-                    if len(batch) == job.batch_size:
-                        if not _put(self.decoded, _as_batch(batch, self.pin), self.stop):
-                            return
-                        batch = []
-            if batch and not _put(self.decoded, _as_batch(batch, self.pin), self.stop):
-                return
-            _put(self.decoded, _END, self.stop)
-        except BaseException as exc:  # handed to the main thread, which re-raises it
-            _put(self.decoded, _Failure(exc), self.stop)
-
-    def _frames_to_write(self, step: Fraction | None) -> Iterator[tuple[Fraction, np.ndarray]]:
-        """``(time, frame)`` to write: at the source's times, or ``step`` seconds apart when retimed."""
-        index = 0
-        while True:
-            item = _get(self.stylised, self.stop)
-            if item is _END:
-                return
-            inputs, outputs = item
-            if self.job.side_by_side:
-                outputs = np.concatenate([inputs, outputs], axis=2)
-            for frame in outputs:
-                yield (index * step if step is not None else self.times.popleft()), frame
-                index += 1
-
-    def _write(self) -> None:
-        job = self.job
-        time_base, step = (job.time_base, None) if job.time_base is not None else constant_times(job.fps)
-        try:
-            if job.to_video:
-                write_timed_video(job.output, self._frames_to_write(step), time_base, fps=job.fps,
-                                  audio_from=job.audio_from)
-            else:
-                write_timed_frames(job.output, self._frames_to_write(step), time_base)
-        except BaseException as exc:
-            self.writer_errors.append(exc)
-            self.stop.set()
-
-
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
-    """Put with a bounded wait that gives up (returns False) once ``stop`` is set."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.05)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def _get(q: queue.Queue, stop: threading.Event):
-    """Get that raises :class:`_Stop` once ``stop`` is set and nothing is left to take."""
-    while True:
-        try:
-            return q.get(timeout=0.05)
-        except queue.Empty:
-            if stop.is_set():
-                raise _Stop() from None
-
-
 def _as_batch(frames: list[np.ndarray], pin: bool) -> torch.Tensor:
     """Stack frames into a ``(B, H, W, 3)`` uint8 tensor (page-locked for fast copies to a GPU)."""
     batch = torch.from_numpy(np.stack(frames))
     return batch.pin_memory() if pin else batch
 
 
-def _run(job: _Job, network: StylizeNetwork, progress: bool, blender=None) -> StylizeReport:
+def _run(job: Job, network: StylizeNetwork, progress: bool, blender=None) -> StylizeReport:
     """Decode, stylise and encode ``job`` through the pipeline; returns what was done."""
     frames, model_seconds = 0, 0.0
     start = time.perf_counter()
     with tqdm(total=job.frame_count, unit="frame", desc="stylising", disable=not progress) as bar, \
-            _Pipeline(job, network.pin) as pipeline:
+            Pipeline(job, lambda frames: _as_batch(frames, network.pin)) as pipeline:
         for batch in pipeline.batches():
             out, seconds = network(batch)
             model_seconds += seconds
@@ -461,8 +248,8 @@ def stylize_video(
     if batch_size is None:
         where = parse_device(device) if device is not None else next(model.parameters(), torch.empty(0)).device
         batch_size = default_batch_size(where)
-    job = _plan(source, output, batch_size=batch_size, size=size, fps=fps, side_by_side=side_by_side,
-                allow_short=allow_short)
+    job = plan(source, output, batch_size=batch_size, size=size, fps=fps, side_by_side=side_by_side,
+               allow_short=allow_short)
     check_finite_weights(model)
     blender = StreamBlender(consistency) if check_alpha(consistency) > 0 else None
     with prepared_output(job.output, is_folder=not job.to_video, replaceable=is_output_name):
@@ -470,53 +257,19 @@ def stylize_video(
         check_memory(model, job.frame_size, batch_size, network.device)
         return _run(job, network, progress, blender)
 
-
 # --------------------------------------------------------------------------------------------------------------
-# Command line: reconet stylize
+# Command line: reconet stylize --checkpoint (the command's options: reconet_lib.stylize_command)
 # --------------------------------------------------------------------------------------------------------------
-
-
-def add_stylize_command(subparsers) -> argparse.ArgumentParser:
-    """Register ``reconet stylize INPUT --checkpoint CKPT -o OUTPUT`` on the command line's sub-parsers."""
-    parser = subparsers.add_parser(
-        "stylize",
-        help="stylise a video (or a folder of frames) with a trained ReCoNet",
-        description="Stylise every frame of a video with a trained ReCoNet checkpoint and write an H.264 MP4 "
-        "(source frame rate and audio kept) or a folder of PNG frames.",
-    )
-    parser.add_argument("input", help="video file or folder of frames (png/jpg/jpeg/bmp)")
-    parser.add_argument("--checkpoint", required=True, help="ReCoNet checkpoint (.pt) written by `reconet train`")
-    parser.add_argument("-o", "--output", required=True, help="output .mp4 file, or a folder for PNG frames")
-    parser.add_argument("--side-by-side", action="store_true", help="write input | output next to each other")
-    parser.add_argument("--size", type=size_arg, default=None,
-                        help="resize the input first: longer side N (aspect kept), or WxH exactly (e.g. 640x360); "
-                             "MP4 output needs an even width and height (H.264 4:2:0, yuv420p), so an odd size is "
-                             "padded by one pixel (the last column/row repeated, right/bottom, never resized) in "
-                             "video output, while PNG folder output keeps the exact size")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="frames per network call (default: 1 on a CPU, 4 on a GPU)")
-    parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--no-half", action="store_true", help="run in float32 instead of fp16/bf16")
-    parser.add_argument("--fps", type=float, default=None, help="output frame rate (default: the source's)")
-    parser.add_argument("--allow-short", action="store_true",
-                        help="accept a damaged video that yields fewer frames than its container announces")
-    parser.add_argument("--consistency", type=float, default=0.0, metavar="ALPHA",
-                        help="blend each stylised frame with the previous output warped into it by optical flow "
-                             "(OpenCV DIS on the input frames): 0 = off (default), 0.5 = half, 1 = freeze; less "
-                             "flicker for a little blur (reconet_lib.blend)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run_stylize_command)
-    return parser
 
 
 def run_stylize_command(args: argparse.Namespace) -> int:
-    """Carry out ``reconet stylize``: check input, output and options first, then load the model and stylise."""
+    """Carry out ``reconet stylize --checkpoint``: check input, output and options first, then load the model and stylise."""
     device = parse_device(args.device)
     check_alpha(args.consistency)
     if args.batch_size is None:
         args.batch_size = default_batch_size(device)
-    job = _plan(args.input, args.output, batch_size=args.batch_size, size=args.size, fps=args.fps,
-                side_by_side=args.side_by_side, allow_short=args.allow_short)
+    job = plan(args.input, args.output, batch_size=args.batch_size, size=args.size, fps=args.fps,
+               side_by_side=args.side_by_side, allow_short=args.allow_short)
     with prepared_output(job.output, is_folder=not job.to_video, replaceable=is_output_name):
         model = load_model(args.checkpoint, device=device)
         check_finite_weights(model, what=f"the checkpoint {args.checkpoint}")

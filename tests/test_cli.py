@@ -26,7 +26,7 @@ def command_raising(monkeypatch):
             return args
 
         monkeypatch.setattr(parser, "parse_args", parse)
-        monkeypatch.setattr(cli, "build_parser", lambda: parser)
+        monkeypatch.setattr(cli, "build_parser", lambda only=None: parser)
 
     return install
 

@@ -15,15 +15,18 @@ PACKAGE = Path(__file__).resolve().parents[1] / "reconet_lib"
 
 #: Bottom first: a module may import only modules listed before it. Groups as in docs/design.md.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundations", ("cpu_threads", "errors", "sizes", "files", "precision", "memory", "config", "images")),
+    ("foundations", ("cpu_threads", "errors", "sizes", "files", "cpu_features", "precision", "memory", "config",
+                     "images")),
     ("downloads", ("registry", "archive", "download", "resources", "hub")),
     ("flow and data", ("flow", "warp", "sintel", "photos", "synthetic", "pairs", "data", "estimate")),
-    ("video I/O", ("frames", "codec", "frame_folders", "video", "video_html", "display", "video_pairs")),
+    ("video I/O", ("frames", "codec", "frame_folders", "video", "pipeline", "video_html", "display",
+                   "video_pairs")),
     ("model and losses", ("styles", "winograd", "pretrained", "network", "cost", "inference", "checkpoint",
                           "texture_net", "losses", "optimisation")),
     ("training", ("train.config", "train.log", "train.state", "train.processes", "train.sampling", "train.step",
                   "train.loop", "train.recipe", "train.tutorial", "train.command", "train")),
-    ("using a model", ("export", "blend", "stylize", "live", "metrics", "style_metrics", "evaluate", "widgets")),
+    ("using a model", ("export", "blend", "stylize", "openvino_backend", "stylize_command", "live", "metrics",
+                       "style_metrics", "evaluate", "widgets")),
     ("entry points", ("__init__", "cli", "__main__")),
 ]
 
