@@ -19,7 +19,7 @@ ensure_venv() {
     fi
     local stamp="$VENV/.reconet-installed"
     local want
-    local extras="test,export"
+    local extras="test,export,openvino"  # openvino: the torch-free backend and its tests (tests/test_openvino_backend.py)
     want=$( { cat pyproject.toml; echo "$extras"; } | sha256sum | cut -d' ' -f1)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         echo "== installing reconet_lib and its dependencies into $VENV (plain pip)"

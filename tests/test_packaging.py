@@ -72,3 +72,13 @@ def test_set_repository_rewrites_every_copy_of_the_address(tmp_path):
         text = path.read_text()
         assert REPOSITORY_URL not in text and "someone/fork" in text, path.name
     assert "colab.research.google.com/github/someone/fork/blob/main/notebooks" in (copy / "README.md").read_text()
+
+
+def test_the_test_command_installs_every_extra_whose_tests_skip_without_it():
+    """run.sh test (and so CI) installs the extras the suite needs: without one its tests only skip, and a green
+    run would hide that the feature went untested (the openvino backend did, once)."""
+    line = next(l for l in (ROOT / "run.sh").read_text().splitlines() if l.strip().startswith("local extras="))
+    installed = set(re.search(r'extras="([^"]+)"', line).group(1).split(","))
+    optional = set(re.findall(r"^(\w+) = \[", (ROOT / "pyproject.toml").read_text().split("[project.optional-dependencies]")[1]
+                              .split("\n[")[0], flags=re.M))
+    assert {"test", "export", "openvino"} <= installed <= optional, (installed, optional)
