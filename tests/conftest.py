@@ -8,6 +8,22 @@ import os
 import pytest
 import torch
 
+from reconet_lib.network import ReCoNet
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A ``tiny`` ReCoNet in eval mode whose instance norms have non-trivial affine parameters (seeded), so that an
+    exported or rewritten normalisation that drops them shows (tests of export and of the OpenVINO backend)."""
+    torch.manual_seed(0)
+    model = ReCoNet.from_preset("tiny").eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.InstanceNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return model
+
 
 @pytest.fixture(autouse=True)
 def _offline_by_default(monkeypatch):

@@ -11,23 +11,10 @@ from reconet_lib import cli, export
 from reconet_lib.checkpoint import model_checkpoint, save_checkpoint
 from reconet_lib.errors import UserInputError
 from reconet_lib.files import temporaries
-from reconet_lib.network import ReCoNet
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    model = ReCoNet.from_preset("tiny").eval()
-    with torch.no_grad():  # non-trivial affine parameters, so that a wrong normalisation would show
-        for module in model.modules():
-            if isinstance(module, torch.nn.InstanceNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-    return model
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import torch
 
 from reconet_lib import cli, codec, export, images, openvino_backend, stylize, video
 from reconet_lib.checkpoint import model_checkpoint, save_checkpoint
-from reconet_lib.network import ReCoNet
 
 from video_clips import leftovers, smooth_clip
 
@@ -27,18 +26,6 @@ pytest.importorskip("onnxruntime")  # the export extra writes the ONNX file the 
 pytest.importorskip("onnxscript")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    model = ReCoNet.from_preset("tiny").eval()
-    with torch.no_grad():  # non-trivial affine parameters, so that a wrong normalisation would show
-        for module in model.modules():
-            if isinstance(module, torch.nn.InstanceNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-    return model
 
 
 @pytest.fixture(scope="module")
