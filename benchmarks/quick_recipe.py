@@ -98,8 +98,6 @@ CANDIDATES: dict[str, dict] = {
         loss_network="vgg16_random", model={"channels": [16, 32, 64], "residual_blocks": 1}),
     "session 6: baseline 300 steps": dict(loss_network="vgg16_random", steps=300, reconet_steps=200),
     "session 6: lr 4e-3": dict(loss_network="vgg16_random", lr=4e-3),
-    "session 6: baseline cosine too": dict(loss_network="vgg16_random", lr_schedule="cosine"),
-    "session 6: baseline cosine, lr 4e-3": dict(loss_network="vgg16_random", lr_schedule="cosine", lr=4e-3),
     "session 6: no total variation (gamma 0)": dict(
         loss_network="vgg16_random", weights=LossWeights.offline(gamma=0.0)),
     "session 6: crop 96, baseline 300 steps": dict(loss_network="vgg16_random", crop=(96, 96), steps=300,
