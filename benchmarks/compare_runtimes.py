@@ -88,6 +88,16 @@ def _simple_loop(clip: str, out: str, run) -> int:
     return frames
 
 
+def _reconet_stylize(args, option: str, model: str) -> int:
+    """``reconet stylize CLIP <option> MODEL -o OUT`` in this process (the project's contenders); frames written."""
+    from reconet_lib import cli, video  # imported by the caller before the clock started: no cost here
+
+    status = cli.main(["stylize", args.clip, option, model, "-o", args.out, "--quiet"])
+    if status:
+        raise SystemExit(status)
+    return video.probe(args.out).frame_count
+
+
 def child(args) -> None:
     """Run one contender in this process; print one JSON line."""
     extra = {}
@@ -96,10 +106,7 @@ def child(args) -> None:
         from reconet_lib import cli, cpu_features, openvino_backend, stylize_command, video  # noqa: F401
         after_imports, cpu_at_imports = _memory()[0], _cpu_seconds()
         start = time.perf_counter()
-        status = cli.main(["stylize", args.clip, "--model", args.onnx, "-o", args.out, "--quiet"])
-        if status:
-            raise SystemExit(status)
-        frames = video.probe(args.out).frame_count
+        frames = _reconet_stylize(args, "--model", args.onnx)
         extra = {"torch_imported": "torch" in sys.modules,
                  "precision": cpu_features.runtime_precision(lambda: False)[0]}
     elif args.child == "project":
@@ -107,10 +114,7 @@ def child(args) -> None:
         from reconet_lib import cli, export, metrics, stylize, train, video  # noqa: F401
         after_imports, cpu_at_imports = _memory()[0], _cpu_seconds()
         start = time.perf_counter()
-        status = cli.main(["stylize", args.clip, "--checkpoint", args.checkpoint, "-o", args.out, "--quiet"])
-        if status:
-            raise SystemExit(status)
-        frames = video.probe(args.out).frame_count
+        frames = _reconet_stylize(args, "--checkpoint", args.checkpoint)
     elif args.child == "openvino":
         import openvino
         after_imports, cpu_at_imports = _memory()[0], _cpu_seconds()

@@ -20,13 +20,18 @@ def pairs_root(tmp_path_factory) -> Path:
     return synthetic.generate_dataset(root, scenes=1, config=synthetic.SyntheticConfig(height=40, width=48, frames=3))
 
 
+def _small_run(pairs_root, tmp_path, **changes) -> TrainConfig:
+    """A training run of a few steps of the tiny network on 32 x 32 crops (offline loss network), for the progress tests."""
+    return TrainConfig(**{**dict(data=[{"kind": "synthetic", "path": str(pairs_root)}], model="tiny", crop=(32, 32),
+                                 batch_size=2, vgg_weights=None, loss=LossWeights.offline(), style="mosaic",
+                                 style_size=64, output=str(tmp_path / "run"), log_every=1, num_workers=0,
+                                 device="cpu", precision="fp32"), **changes})
+
+
 def test_training_progress_shows_pairs_per_second_time_left_and_the_step(pairs_root, tmp_path, capsys,
                                                                           monkeypatch):
     monkeypatch.setenv("RECONET_DATA", str(tmp_path / "data"))
-    config = TrainConfig(data=[{"kind": "synthetic", "path": str(pairs_root)}], model="tiny", crop=(32, 32),
-                         batch_size=2, steps=3, vgg_weights=None, loss=LossWeights.offline(), style="mosaic",
-                         style_size=64, output=str(tmp_path / "run"), log_every=1, num_workers=0, device="cpu",
-                         precision="fp32")
+    config = _small_run(pairs_root, tmp_path, steps=3)
     train(config, progress=True, verbose=False)
     captured = capsys.readouterr()
     assert captured.err == ""  # the bar goes to stdout: nothing on stderr in a notebook or a terminal
@@ -42,10 +47,7 @@ def test_training_with_progress_ends_with_one_plain_line_of_pairs_seconds_and_ra
                                                                                     monkeypatch):
     # A notebook stores the progress widget in its first state ("0/6"): the plain line is what a static view shows.
     monkeypatch.setenv("RECONET_DATA", str(tmp_path / "data"))
-    config = TrainConfig(data=[{"kind": "synthetic", "path": str(pairs_root)}], model="tiny", crop=(32, 32),
-                         batch_size=2, steps=4, vgg_weights=None, loss=LossWeights.offline(), style="mosaic",
-                         style_size=64, output=str(tmp_path / "run"), log_every=1, num_workers=0, device="cpu",
-                         precision="fp32", checkpoint_every=3)
+    config = _small_run(pairs_root, tmp_path, steps=4, checkpoint_every=3)
     train(config, progress=True, verbose=False, stop_after=3)
     train(config, progress=True, verbose=False, resume=True)  # resumes from the last checkpoint (step 3)
     records = [line for line in capsys.readouterr().out.replace("\r", "\n").splitlines()
